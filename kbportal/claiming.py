@@ -1,0 +1,354 @@
+"""The claimable background job: one lifecycle for every kind of work a worker runs.
+
+A job is a PostgreSQL row (the truth) plus an rq job (the doorbell). The rq job id is derived
+from the row, so enqueueing twice is harmless, and the rq job body first *claims* the row with
+`SELECT ... FOR UPDATE SKIP LOCKED`. rq may deliver a job twice (retries, abandoned-job
+cleanup); a delivery that cannot claim its row does nothing. A worker holds a lease that it
+renews while it works; a killed worker's lease expires and the sweeper hands the job on.
+
+`JobRunner` owns the lifecycle (claim, lease, retry with backoff, cancel, finish); subclasses
+implement only `run()`. Ingestion jobs and answer tasks both use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+from datetime import timedelta
+from typing import Any, ClassVar
+
+import django_rq
+from django.conf import settings
+from django.db import close_old_connections, connection, models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RqJob
+from rq.job import JobStatus as RqStatus
+
+logger = logging.getLogger(__name__)
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class Priority(models.TextChoices):
+    HIGH = "high"
+    DEFAULT = "default"
+    LOW = "low"
+
+
+class TransientError(Exception):
+    """A failure worth retrying: the search server, object store or network faltered."""
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now (our lease expired); stop without touching it."""
+
+
+class JobCanceled(Exception):
+    """Cancellation was requested; raised at a batch boundary."""
+
+
+class ClaimableJob(models.Model):
+    """Abstract row of a background job; concrete models add what their work needs."""
+
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
+    priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.DEFAULT)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=5)
+    lease_owner = models.CharField(max_length=200, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    #: Dotted path of the rq entry point that runs this kind of job, called with the row's pk.
+    rq_function: ClassVar[str] = ""
+    #: Queue for every priority, when the job kind has its own queue (answers).
+    fixed_queue: ClassVar[str] = ""
+
+    class Meta:
+        abstract = True
+
+    @property
+    def rq_job_id(self) -> str:
+        return f"{self._meta.label_lower.replace('.', '-')}-{self.pk}"
+
+    @property
+    def queue_name(self) -> str:
+        return self.fixed_queue or self.priority
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def enqueue(job: ClaimableJob) -> bool:
+    """Put the job's doorbell on its rq queue unless one is already waiting or running.
+
+    Returns True when an rq job was enqueued. A job that is due later goes to rq's scheduler.
+    """
+    queue = django_rq.get_queue(job.queue_name)
+    try:
+        existing = RqJob.fetch(job.rq_job_id, connection=queue.connection)
+        if existing.get_status(refresh=False) in (RqStatus.QUEUED, RqStatus.STARTED, RqStatus.SCHEDULED, RqStatus.DEFERRED):
+            return False
+    except NoSuchJobError:
+        pass
+    options: dict[str, Any] = {
+        "job_id": job.rq_job_id,
+        "job_timeout": settings.RQ_QUEUES[job.queue_name]["DEFAULT_TIMEOUT"],
+        "result_ttl": 600,
+        "failure_ttl": 86400,
+    }
+    delay = (job.not_before - timezone.now()).total_seconds() if job.not_before else 0
+    if delay > 0:
+        queue.enqueue_in(timedelta(seconds=delay), job.rq_function, job.pk, **options)
+    else:
+        queue.enqueue(job.rq_function, job.pk, **options)
+    return True
+
+
+def enqueue_on_commit(job: ClaimableJob) -> None:
+    """Enqueue after the row is committed, so a worker can never miss the row it is told about."""
+    transaction.on_commit(lambda: enqueue(job))
+
+
+def claimable_filter(now) -> Q:
+    due = Q(not_before__isnull=True) | Q(not_before__lte=now)
+    return (Q(status=JobStatus.QUEUED) & due) | Q(status=JobStatus.RUNNING, lease_expires_at__lt=now)
+
+
+def claim(model: type[ClaimableJob], pk: int, owner: str, lease_seconds: int | None = None) -> ClaimableJob | None:
+    """Claim the job row for `owner`, or return None when it is not ours to run right now."""
+    lease_seconds = lease_seconds or settings.KB_JOB_LEASE_SECONDS
+    with transaction.atomic():
+        now = timezone.now()
+        job = model.objects.select_for_update(skip_locked=True).filter(claimable_filter(now), pk=pk).first()
+        if job is None:
+            return None
+        if job.cancel_requested:
+            job.status = JobStatus.CANCELED
+            job.finished_at = now
+            job.error = job.error or "canceled before it started"
+            job.save(update_fields=["status", "finished_at", "error", "updated_at"])
+            return None
+        job.status = JobStatus.RUNNING
+        job.lease_owner = owner
+        job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        job.attempts += 1
+        job.started_at = job.started_at or now
+        job.save(update_fields=["status", "lease_owner", "lease_expires_at", "attempts", "started_at", "updated_at"])
+        return job
+
+
+def renew_lease(job: ClaimableJob, lease_seconds: int | None = None) -> bool:
+    """Extend our lease; returns whether cancellation was requested. Raises LeaseLost."""
+    lease_seconds = lease_seconds or settings.KB_JOB_LEASE_SECONDS
+    held = type(job).objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=job.lease_owner)
+    updated = held.update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds))
+    if not updated:
+        raise LeaseLost(f"job {job.pk} is no longer held by {job.lease_owner}")
+    return type(job).objects.filter(pk=job.pk).values_list("cancel_requested", flat=True).first() or False
+
+
+def _finish_fields(job: ClaimableJob, status: str, error: str = "", **fields: Any) -> int:
+    """Write a final state, fenced on our lease: a worker that lost the job cannot overwrite it."""
+    now = timezone.now()
+    held = type(job).objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=job.lease_owner)
+    return held.update(status=status, error=error[:4000], finished_at=now, lease_expires_at=None, updated_at=now, **fields)
+
+
+def retry_delay(attempts: int) -> float:
+    """Exponential backoff with full jitter, capped."""
+    ceiling = min(settings.KB_JOB_RETRY_MAX_SECONDS, settings.KB_JOB_RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def schedule_retry(job: ClaimableJob, error: str) -> str:
+    """Requeue after a transient error, or fail for good when attempts are used up."""
+    if job.attempts >= job.max_attempts:
+        _finish_fields(job, JobStatus.FAILED, f"gave up after {job.attempts} attempts: {error}")
+        return JobStatus.FAILED
+    not_before = timezone.now() + timedelta(seconds=retry_delay(job.attempts))
+    held = type(job).objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=job.lease_owner)
+    if held.update(status=JobStatus.QUEUED, error=error[:4000], not_before=not_before, lease_owner="", lease_expires_at=None):
+        job.not_before = not_before
+        enqueue(job)
+    return JobStatus.QUEUED
+
+
+def release(job: ClaimableJob) -> None:
+    """Give the job back at once (graceful shutdown): queued again, no wait for the lease."""
+    held = type(job).objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=job.lease_owner)
+    if held.update(status=JobStatus.QUEUED, lease_owner="", lease_expires_at=None, attempts=F("attempts") - 1):
+        job.not_before = None
+        enqueue(job)
+
+
+def request_cancel(model: type[ClaimableJob], pk: int) -> ClaimableJob:
+    """Ask a job to stop: a queued one is canceled now, a running one at its next batch boundary."""
+    with transaction.atomic():
+        job = model.objects.select_for_update().get(pk=pk)
+        if job.is_finished:
+            return job
+        job.cancel_requested = True
+        fields = ["cancel_requested", "updated_at"]
+        if job.status == JobStatus.QUEUED:
+            job.status = JobStatus.CANCELED
+            job.finished_at = timezone.now()
+            job.error = "canceled before it started"
+            fields += ["status", "finished_at", "error"]
+        job.save(update_fields=fields)
+        return job
+
+
+def rq_job_waiting(job: ClaimableJob) -> bool:
+    queue = django_rq.get_queue(job.queue_name)
+    try:
+        status = RqJob.fetch(job.rq_job_id, connection=queue.connection).get_status(refresh=False)
+    except NoSuchJobError:
+        return False
+    return status in (RqStatus.QUEUED, RqStatus.SCHEDULED, RqStatus.DEFERRED, RqStatus.STARTED)
+
+
+def sweep(model: type[ClaimableJob]) -> dict[str, int]:
+    """Re-enqueue what Redis forgot (queued jobs without an rq job) and what a dead worker held."""
+    now = timezone.now()
+    counts = {"requeued": 0, "expired": 0}
+    for job in model.objects.filter(status=JobStatus.QUEUED):
+        if not rq_job_waiting(job):
+            enqueue(job)
+            counts["requeued"] += 1
+    for job in model.objects.filter(status=JobStatus.RUNNING, lease_expires_at__lt=now):
+        # The dead worker's rq job may still look "started"; enqueue a fresh delivery regardless.
+        queue = django_rq.get_queue(job.queue_name)
+        try:
+            RqJob.fetch(job.rq_job_id, connection=queue.connection).delete()
+        except NoSuchJobError:
+            pass
+        enqueue(job)
+        counts["expired"] += 1
+    return counts
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews a job's lease in the background; the job polls `check()` at batch boundaries."""
+
+    def __init__(self, job: ClaimableJob, lease_seconds: int):
+        super().__init__(daemon=True, name=f"lease-{job.pk}")
+        self.job = job
+        self.lease_seconds = lease_seconds
+        self.stopped = threading.Event()
+        self.lost = False
+        self.cancel_requested = False
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(max(self.lease_seconds / 3, 0.2)):
+                try:
+                    self.cancel_requested = renew_lease(self.job, self.lease_seconds)
+                except LeaseLost:
+                    self.lost = True
+                    return
+                except Exception:  # a database blip: try again next tick, the lease still runs
+                    logger.warning("lease renewal of job %s failed", self.job.pk, exc_info=True)
+                    close_old_connections()
+        finally:
+            connection.close()
+
+    def check(self) -> None:
+        if self.lost:
+            raise LeaseLost(f"job {self.job.pk} lease lost")
+        if self.cancel_requested:
+            raise JobCanceled("canceled by request")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+
+class JobRunner:
+    """Runs one claimed job from start to a final state. Subclasses implement `run()`."""
+
+    model: ClassVar[type[ClaimableJob]]
+
+    def __init__(self, job: ClaimableJob, keeper: LeaseKeeper):
+        self.job = job
+        self.keeper = keeper
+
+    def run(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Call at batch boundaries: raises when the lease is lost or cancel was requested."""
+        self.keeper.check()
+
+    def on_finish(self, status: str) -> None:
+        """Hook for subclasses (final progress event)."""
+
+    def final_fields(self) -> dict[str, Any]:
+        """Extra fields written with the final state (counters)."""
+        return {}
+
+    @classmethod
+    def execute(cls, pk: int, owner: str | None = None, lease_seconds: int | None = None) -> str | None:
+        """rq entry point body: claim, run, finish. Returns the final status, or None if not claimed."""
+        lease_seconds = lease_seconds or settings.KB_JOB_LEASE_SECONDS
+        job = claim(cls.model, pk, owner or worker_identity(), lease_seconds)
+        if job is None:
+            return None
+        keeper = LeaseKeeper(job, lease_seconds)
+        keeper.start()
+        runner = cls(job, keeper)
+        try:
+            status = runner._run_to_end()
+        finally:
+            keeper.stop()
+        runner.on_finish(status)
+        return status
+
+    def _run_to_end(self) -> str:
+        job = self.job
+        try:
+            self.run()
+        except LeaseLost:
+            logger.warning("job %s: lease lost, stopping without a final write", job.pk)
+            return JobStatus.RUNNING
+        except JobCanceled as exc:
+            _finish_fields(job, JobStatus.CANCELED, str(exc), **self.final_fields())
+            return JobStatus.CANCELED
+        except TransientError as exc:
+            logger.warning("job %s: transient error, attempt %s: %s", job.pk, job.attempts, exc)
+            return schedule_retry(job, str(exc))
+        except Exception as exc:
+            logger.exception("job %s failed", job.pk)
+            _finish_fields(job, JobStatus.FAILED, f"{type(exc).__name__}: {exc}", **self.final_fields())
+            return JobStatus.FAILED
+        status, error = self.outcome()
+        _finish_fields(job, status, error, **self.final_fields())
+        return status
+
+    def outcome(self) -> tuple[str, str]:
+        """Final status and error once `run()` returned; subclasses refine it."""
+        return JobStatus.SUCCEEDED, ""

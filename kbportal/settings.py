@@ -1,0 +1,235 @@
+"""KB Portal settings: every value comes from a `KB_` environment variable.
+
+Development defaults work with no environment at all (PostgreSQL and Redis on 127.0.0.1,
+Elasticsearch on :9200, a filesystem object store under var/). Production sets KB_SECRET_KEY,
+KB_DEBUG=0, KB_ALLOWED_HOSTS and KB_SECURE_SSL=1; `manage.py check --deploy` then reports no error.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envstr(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def envbool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def envint(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def envfloat(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def envlist(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in envstr(name, default).split(",") if item.strip()]
+
+
+DEBUG = envbool("KB_DEBUG", True)
+SECRET_KEY = envstr("KB_SECRET_KEY", "dev-insecure-" + "k" * 50 if DEBUG else "")
+if not SECRET_KEY:
+    raise RuntimeError("KB_SECRET_KEY must be set when KB_DEBUG is off")
+ALLOWED_HOSTS = envlist("KB_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = envlist("KB_CSRF_TRUSTED_ORIGINS", "")
+VAR_DIR = Path(envstr("KB_VAR_DIR", str(BASE_DIR / "var")))
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_rq",
+    "channels",
+    "knowledge",
+    "search",
+    "ingestion",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "kbportal.urls"
+WSGI_APPLICATION = "kbportal.wsgi.application"
+ASGI_APPLICATION = "kbportal.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        envstr("KB_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kbportal"),
+        conn_max_age=envint("KB_DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = envint("KB_DB_CONNECT_TIMEOUT", 2)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = envstr("KB_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_SOCKET_TIMEOUT = envfloat("KB_REDIS_TIMEOUT", 1.0)
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": envstr("KB_CACHE_PREFIX", "kb"),
+        "OPTIONS": {
+            "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+            "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+        },
+    }
+}
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
+RQ_QUEUES = {
+    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": envint("KB_JOB_TIMEOUT", 3600)}
+    for name in ("high", "default", "low", "answers")
+}
+RQ_SHOW_ADMIN_LINK = True
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": envstr("KB_CACHE_PREFIX", "kb") + ":asgi"},
+    }
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "knowledge.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "kbportal.errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "KB Portal API",
+    "DESCRIPTION": "Knowledge bases, ingestion jobs and hybrid search.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+LOGIN_URL = "/admin/login/"
+
+# Security: strict by default when not in debug, as `check --deploy` expects.
+SECURE_SSL = envbool("KB_SECURE_SSL", not DEBUG)
+SESSION_COOKIE_SECURE = SECURE_SSL
+CSRF_COOKIE_SECURE = SECURE_SSL
+SECURE_SSL_REDIRECT = SECURE_SSL
+SECURE_HSTS_SECONDS = envint("KB_HSTS_SECONDS", 31536000 if SECURE_SSL else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_SSL
+SECURE_HSTS_PRELOAD = SECURE_SSL
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE_SSL else None
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# Search engine.
+KB_ES_URL = envstr("KB_ES_URL", "http://127.0.0.1:9200")
+KB_ES_API_KEY = envstr("KB_ES_API_KEY", "")
+KB_ES_INDEX = envstr("KB_ES_INDEX", "kb_chunks")
+KB_ES_TIMEOUT = envfloat("KB_ES_TIMEOUT", 2.0)
+KB_ES_BULK_TIMEOUT = envfloat("KB_ES_BULK_TIMEOUT", 60.0)
+
+# Object storage: MinIO/S3 when an endpoint is set, else files under var/objects.
+KB_S3_ENDPOINT = envstr("KB_S3_ENDPOINT", "")
+KB_S3_ACCESS_KEY = envstr("KB_S3_ACCESS_KEY", "")
+KB_S3_SECRET_KEY = envstr("KB_S3_SECRET_KEY", "")
+KB_S3_BUCKET = envstr("KB_S3_BUCKET", "kbportal")
+KB_S3_SECURE = envbool("KB_S3_SECURE", False)
+KB_S3_REGION = envstr("KB_S3_REGION", "us-east-1")
+KB_STORAGE_DIR = Path(envstr("KB_STORAGE_DIR", str(VAR_DIR / "objects")))
+
+# Embeddings.
+KB_EMBEDDER = envstr("KB_EMBEDDER", "minilm")
+KB_EMBEDDERS = {
+    "minilm": "search.embedders.MiniLMEmbedder",
+    "hashing": "search.embedders.HashingEmbedder",
+    "http": "search.embedders.HttpEmbedder",
+}
+KB_EMBEDDERS.update(
+    dict(item.split("=", 1) for item in envlist("KB_EXTRA_EMBEDDERS"))
+)
+KB_EMBED_BATCH = envint("KB_EMBED_BATCH", 64)
+KB_EMBED_HTTP_URL = envstr("KB_EMBED_HTTP_URL", "")
+KB_EMBED_HTTP_MODEL = envstr("KB_EMBED_HTTP_MODEL", "")
+KB_EMBED_HTTP_API_KEY = envstr("KB_EMBED_HTTP_API_KEY", "")
+KB_EMBED_HTTP_DIMS = envint("KB_EMBED_HTTP_DIMS", 384)
+
+# Ingestion.
+KB_MAX_UPLOAD_BYTES = envint("KB_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("KB_MAX_BODY_BYTES", 2 * 1024 * 1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+KB_CHUNK_TOKENS = envint("KB_CHUNK_TOKENS", 300)
+KB_CHUNK_OVERLAP = envfloat("KB_CHUNK_OVERLAP", 0.15)
+KB_JOB_LEASE_SECONDS = envint("KB_JOB_LEASE_SECONDS", 60)
+KB_JOB_MAX_ATTEMPTS = envint("KB_JOB_MAX_ATTEMPTS", 5)
+KB_JOB_RETRY_BASE_SECONDS = envfloat("KB_JOB_RETRY_BASE_SECONDS", 2.0)
+KB_JOB_RETRY_MAX_SECONDS = envfloat("KB_JOB_RETRY_MAX_SECONDS", 300.0)
+KB_PROGRESS_INTERVAL = envfloat("KB_PROGRESS_INTERVAL", 0.25)
+KB_SWEEP_INTERVAL = envint("KB_SWEEP_INTERVAL", 30)
+KB_DEMO_CISI_DIR = envstr("KB_DEMO_CISI_DIR", str(BASE_DIR.parent / "shared" / "data" / "cisi"))
+
+# Search API.
+KB_SEARCH_CACHE_SECONDS = envint("KB_SEARCH_CACHE_SECONDS", 300)
+KB_ANON_RATE = envstr("KB_ANON_RATE", "20/s")
+KB_DEFAULT_KEY_RATE = envstr("KB_DEFAULT_KEY_RATE", "50/s")
+KB_BREAKER_FAILURE_RATIO = envfloat("KB_BREAKER_FAILURE_RATIO", 0.5)
+KB_BREAKER_MIN_CALLS = envint("KB_BREAKER_MIN_CALLS", 20)
+KB_BREAKER_WINDOW_SECONDS = envint("KB_BREAKER_WINDOW_SECONDS", 60)
+KB_BREAKER_OPEN_SECONDS = envfloat("KB_BREAKER_OPEN_SECONDS", 30.0)
+KB_HEALTH_TIMEOUT = envfloat("KB_HEALTH_TIMEOUT", 1.5)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("KB_LOG_LEVEL", "INFO")},
+    "loggers": {"elastic_transport": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+}

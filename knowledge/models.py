@@ -1,0 +1,147 @@
+"""Knowledge bases, their sources and documents, and API keys: PostgreSQL is the truth."""
+
+import hashlib
+import secrets
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import F
+from django.utils import timezone
+
+RATE_VALIDATOR = RegexValidator(r"^\d+/[smhd]$", "Use a rate such as 50/s, 600/m or 10000/h.")
+
+
+class KnowledgeBase(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    embedder = models.CharField(max_length=64, default="minilm")
+    dimensions = models.PositiveIntegerField(default=384)
+    #: Bumped whenever the indexed content changes, so cached search results never go stale.
+    generation = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def bump_generation(self) -> None:
+        KnowledgeBase.objects.filter(pk=self.pk).update(generation=F("generation") + 1)
+
+
+class SourceKind(models.TextChoices):
+    TEXT = "text"
+    FILE = "file"
+    URL = "url"
+
+
+class Source(models.Model):
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="sources")
+    kind = models.CharField(max_length=16, choices=SourceKind.choices)
+    name = models.CharField(max_length=200)
+    config = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    last_sync_outcome = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kb", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.kb.slug}/{self.name}"
+
+    def clean(self) -> None:
+        from knowledge.source_config import validate_source_config
+
+        self.config = validate_source_config(self.kind, self.config)
+
+
+class DocumentStatus(models.TextChoices):
+    PENDING = "pending"
+    INDEXED = "indexed"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+class Document(models.Model):
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="documents")
+    key = models.CharField(max_length=2000, help_text="Stable identity within the source: URL or file name.")
+    title = models.CharField(max_length=500, blank=True, default="")
+    sha256 = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    object_key = models.CharField(max_length=200, blank=True, default="")
+    size = models.PositiveBigIntegerField(default=0)
+    content_type = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=16, choices=DocumentStatus.choices, default=DocumentStatus.PENDING, db_index=True)
+    chunk_count = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["source", "id"]
+        constraints = [models.UniqueConstraint(fields=["source", "key"], name="document_unique_key_per_source")]
+
+    def __str__(self) -> str:
+        return self.title or self.key
+
+
+class Scope(models.TextChoices):
+    SEARCH = "search"
+    INGEST = "ingest"
+    ASK = "ask"
+    OPS = "ops"
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    """An API key: `kb_<prefix>_<secret>`. Only the prefix and a hash of the secret are stored."""
+
+    name = models.CharField(max_length=200)
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    knowledge_bases = models.ManyToManyField(KnowledgeBase, related_name="api_keys", blank=True)
+    scopes = models.JSONField(default=list)
+    rate = models.CharField(max_length=20, default="50/s", validators=[RATE_VALIDATOR])
+    revoked = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+    def clean(self) -> None:
+        unknown = set(self.scopes or []) - set(Scope.values)
+        if unknown or not self.scopes:
+            raise ValidationError({"scopes": f"Choose scopes among {', '.join(Scope.values)}."})
+
+    @staticmethod
+    def generate() -> tuple[str, str, str]:
+        """A new (prefix, secret, full key) triple."""
+        prefix = secrets.token_hex(4)
+        secret = secrets.token_urlsafe(32)
+        return prefix, secret, f"kb_{prefix}_{secret}"
+
+    def matches(self, secret: str) -> bool:
+        return secrets.compare_digest(self.secret_hash, hash_secret(secret))
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in (self.scopes or [])
+
+    def touch(self) -> None:
+        now = timezone.now()
+        if not self.last_used_at or (now - self.last_used_at).total_seconds() > 60:
+            ApiKey.objects.filter(pk=self.pk).update(last_used_at=now)
