@@ -1,3 +1,18 @@
 from django.urls import path
 
-urlpatterns: list = []
+from ingestion import api
+
+urlpatterns = [
+    path("kbs/", api.KnowledgeBaseListApi.as_view(), name="kb-list"),
+    path("kbs/<slug:slug>/", api.KnowledgeBaseDetailApi.as_view(), name="kb-detail"),
+    path("kbs/<slug:slug>/sources/", api.SourceListApi.as_view(), name="source-list"),
+    path("kbs/<slug:slug>/sources/<int:pk>/", api.SourceDetailApi.as_view(), name="source-detail"),
+    path("kbs/<slug:slug>/sources/<int:pk>/sync/", api.SourceSyncApi.as_view(), name="source-sync"),
+    path("kbs/<slug:slug>/uploads/", api.UploadApi.as_view(), name="upload"),
+    path("kbs/<slug:slug>/documents/", api.DocumentListApi.as_view(), name="document-list"),
+    path("kbs/<slug:slug>/documents/<int:pk>/", api.DocumentDetailApi.as_view(), name="document-detail"),
+    path("jobs/", api.JobListApi.as_view(), name="job-list"),
+    path("jobs/<int:pk>/", api.JobDetailApi.as_view(), name="job-detail"),
+    path("jobs/<int:pk>/cancel/", api.JobCancelApi.as_view(), name="job-cancel"),
+    path("jobs/<int:pk>/retry/", api.JobRetryApi.as_view(), name="job-retry"),
+]

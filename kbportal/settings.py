@@ -213,6 +213,11 @@ KB_JOB_RETRY_BASE_SECONDS = envfloat("KB_JOB_RETRY_BASE_SECONDS", 2.0)
 KB_JOB_RETRY_MAX_SECONDS = envfloat("KB_JOB_RETRY_MAX_SECONDS", 300.0)
 KB_PROGRESS_INTERVAL = envfloat("KB_PROGRESS_INTERVAL", 0.25)
 KB_SWEEP_INTERVAL = envint("KB_SWEEP_INTERVAL", 30)
+# Crawler: per-hop connect/read timeout (a whole page gets 3x this), body cap, and CIDRs the SSRF
+# guard lets through although they are private/loopback (e.g. "10.20.0.0/16" for an intranet wiki).
+KB_CRAWLER_TIMEOUT = envfloat("KB_CRAWLER_TIMEOUT", 10.0)
+KB_CRAWLER_MAX_BYTES = envint("KB_CRAWLER_MAX_BYTES", 5 * 1024 * 1024)
+KB_CRAWLER_ALLOW_PRIVATE = envlist("KB_CRAWLER_ALLOW_PRIVATE", "")
 KB_DEMO_CISI_DIR = envstr("KB_DEMO_CISI_DIR", str(BASE_DIR.parent / "shared" / "data" / "cisi"))
 
 # Search API.
@@ -233,3 +238,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": envstr("KB_LOG_LEVEL", "INFO")},
     "loggers": {"elastic_transport": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
+
+# Called once when a worker process starts (load models before the first job).
+KB_WORKER_PRELOAD = envlist("KB_WORKER_PRELOAD", "search.embedders.preload_default")
+KB_SERVE_STATIC = envbool("KB_SERVE_STATIC", True)

@@ -4,3 +4,9 @@ from django.apps import AppConfig
 class KnowledgeConfig(AppConfig):
     name = "knowledge"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from kbportal import health
+        from knowledge.storage import get_object_store
+
+        health.register("object_store", lambda: get_object_store().ping())

@@ -20,7 +20,8 @@ URL_DEFAULTS: dict[str, Any] = {
 
 def _require(condition: bool, field: str, message: str) -> None:
     if not condition:
-        raise ValidationError({"config": {field: message}})
+        # Django's ValidationError cannot nest dicts: name the config field inside the message.
+        raise ValidationError({"config": f"{field}: {message}"})
 
 
 def _validate_text(config: dict) -> dict:
@@ -30,14 +31,25 @@ def _validate_text(config: dict) -> dict:
 
 
 def _validate_file(config: dict) -> dict:
-    for field in ("object_key", "filename"):
-        _require(isinstance(config.get(field), str) and config[field] != "", field, "This field is required.")
-    return {
-        "object_key": config["object_key"],
-        "filename": config["filename"],
-        "content_type": str(config.get("content_type") or "application/octet-stream"),
-        "size": int(config.get("size") or 0),
-    }
+    """A file source is a set of stored files: {"files": [{object_key, filename, content_type, size}]}."""
+    files = config.get("files")
+    _require(isinstance(files, list) and len(files) > 0, "files", "Give at least one stored file.")
+    normalised = []
+    for item in files:
+        _require(isinstance(item, dict), "files", "Each file must be an object.")
+        for field in ("object_key", "filename"):
+            _require(isinstance(item.get(field), str) and item[field] != "", "files", f"Each file needs {field}.")
+        normalised.append(
+            {
+                "object_key": item["object_key"],
+                "filename": item["filename"],
+                "content_type": str(item.get("content_type") or "application/octet-stream"),
+                "size": int(item.get("size") or 0),
+            }
+        )
+    filenames = [item["filename"] for item in normalised]
+    _require(len(set(filenames)) == len(filenames), "files", "File names must be unique within a source.")
+    return {"files": normalised}
 
 
 def _validate_url(config: dict) -> dict:

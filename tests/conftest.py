@@ -57,3 +57,12 @@ def s3_server():
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def search_index(django_db_blocker):
+    """The chunk index (alias over a versioned index) on the test search server."""
+    from search.index import ensure_index
+
+    ensure_index(dims=384)
+    return settings.KB_ES_INDEX

@@ -1,0 +1,26 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from ingestion.services import kb_create
+
+
+class Command(BaseCommand):
+    help = "Create a knowledge base."
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug")
+        parser.add_argument("--name", default="")
+        parser.add_argument("--description", default="")
+        parser.add_argument("--embedder", default=None, help="minilm (default setting), hashing or http")
+
+    def handle(self, *args, **options):
+        try:
+            kb = kb_create(
+                slug=options["slug"],
+                name=options["name"] or options["slug"],
+                description=options["description"],
+                embedder=options["embedder"],
+            )
+        except ValidationError as exc:
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()))
+        self.stdout.write(self.style.SUCCESS(f"created knowledge base {kb.slug} (embedder {kb.embedder}, {kb.dimensions} dims)"))

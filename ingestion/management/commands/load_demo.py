@@ -1,0 +1,38 @@
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from ingestion.services import collection_source, kb_create
+from knowledge.models import KnowledgeBase
+from knowledge.services import api_key_create
+from search.evaluation import load_smart
+
+
+class Command(BaseCommand):
+    help = "Create the demo knowledge base from the CISI collection (once) and a demo API key."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--collection", type=Path, default=Path(settings.KB_DEMO_CISI_DIR))
+        parser.add_argument("--key-file", type=Path, default=settings.VAR_DIR / "demo-api-key")
+
+    def handle(self, *args, **options):
+        directory: Path = options["collection"]
+        if not (directory / "CISI.ALL").exists():
+            raise CommandError(f"No CISI collection in {directory} (set KB_DEMO_CISI_DIR).")
+        kb = KnowledgeBase.objects.filter(slug="demo").first() or kb_create(
+            slug="demo", name="Demo: CISI abstracts", description="Library and information science abstracts (CISI)."
+        )
+        collection = load_smart(directory)
+        source, job = collection_source(kb=kb, name="CISI collection", documents=collection.documents)
+        if job is None:
+            self.stdout.write("demo knowledge base is up to date")
+        else:
+            self.stdout.write(f"demo: ingesting {len(collection.documents)} CISI records as job {job.pk} (jobs --kb demo)")
+        key_file: Path = options["key_file"]
+        if not key_file.exists():
+            _, raw = api_key_create(name="demo", kb_slugs=["demo"], scopes=["search", "ask", "ingest"], rate="50/s")
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(raw + "\n")
+            key_file.chmod(0o600)
+        self.stdout.write(f"demo API key in {key_file}")

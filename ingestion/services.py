@@ -1,0 +1,178 @@
+"""Writes that create ingestion work: sources, uploads, syncs, deletes, cancels.
+
+Every function writes PostgreSQL rows in one transaction and enqueues the job's rq doorbell
+in `transaction.on_commit`, so a worker is never told about a row it cannot see yet.
+"""
+
+from __future__ import annotations
+
+from typing import IO
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from ingestion.models import IngestionJob, JobKind
+from kbportal.claiming import JobStatus, Priority, enqueue_on_commit, request_cancel
+from kbportal.progress import send_to_groups
+from knowledge.models import Document, DocumentStatus, KnowledgeBase, Source, SourceKind
+from knowledge.services import knowledge_base_create, source_create
+from knowledge.storage import get_object_store
+from search.embedders import embedder_dimensions
+
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+def kb_create(*, slug: str, name: str, description: str = "", embedder: str | None = None) -> KnowledgeBase:
+    """A knowledge base whose vector size is the embedder's."""
+    embedder = embedder or settings.KB_EMBEDDER
+    try:
+        dimensions = embedder_dimensions(embedder)
+    except ValueError as exc:
+        from django.core.exceptions import ValidationError
+
+        raise ValidationError({"embedder": str(exc)})
+    return knowledge_base_create(slug=slug, name=name, description=description, embedder=embedder, dimensions=dimensions)
+
+
+def job_create(
+    *,
+    kb: KnowledgeBase,
+    kind: str = JobKind.SYNC,
+    source: Source | None = None,
+    priority: str = Priority.HIGH,
+    payload: dict | None = None,
+) -> IngestionJob:
+    """Write a job row and enqueue it after commit.
+
+    A source never has two sync jobs at once: asking again while one is queued or running
+    returns that job (the source row lock makes concurrent asks agree).
+    """
+    with transaction.atomic():
+        if source is not None and kind == JobKind.SYNC:
+            Source.objects.select_for_update().filter(pk=source.pk).first()
+            active = IngestionJob.objects.filter(source=source, kind=JobKind.SYNC, status__in=ACTIVE_STATUSES).first()
+            if active is not None:
+                return active
+        job = IngestionJob.objects.create(
+            kb=kb,
+            kind=kind,
+            source=source,
+            priority=priority,
+            payload=payload or {},
+            max_attempts=settings.KB_JOB_MAX_ATTEMPTS,
+        )
+        enqueue_on_commit(job)
+        return job
+
+
+def source_add(
+    *, kb: KnowledgeBase, kind: str, name: str, config: dict, priority: str = Priority.HIGH
+) -> tuple[Source, IngestionJob]:
+    """Register a source and queue its first sync."""
+    with transaction.atomic():
+        source = source_create(kb=kb, kind=kind, name=name, config=config)
+        job = job_create(kb=kb, source=source, priority=priority)
+    return source, job
+
+
+def source_sync(*, source: Source, priority: str = Priority.HIGH) -> IngestionJob:
+    return job_create(kb=source.kb, source=source, priority=priority)
+
+
+def store_upload(*, data: IO[bytes] | bytes, filename: str, content_type: str) -> dict:
+    """Store uploaded bytes (content-addressed) and describe them as a file-source entry."""
+    raw = data if isinstance(data, bytes) else data.read()
+    object_key = get_object_store().put(raw, content_type)
+    return {"object_key": object_key, "filename": filename, "content_type": content_type, "size": len(raw)}
+
+
+def upload_add(
+    *, kb: KnowledgeBase, files: list[dict], name: str = "", priority: str = Priority.HIGH
+) -> tuple[Source, IngestionJob]:
+    """A file source over already stored files (see `store_upload`), with its sync queued."""
+    name = name or (files[0]["filename"] if len(files) == 1 else f"{len(files)} files")
+    return source_add(kb=kb, kind=SourceKind.FILE, name=name, config={"files": files}, priority=priority)
+
+
+def job_cancel(*, job: IngestionJob) -> IngestionJob:
+    job = request_cancel(IngestionJob, job.pk)
+    if job.status == JobStatus.CANCELED:
+        send_to_groups([f"job-{job.pk}", f"kb-{job.kb.slug}"], job_state(job))
+    return job
+
+
+def job_retry(*, job: IngestionJob) -> IngestionJob:
+    """Run a finished job's work again as a new job."""
+    return job_create(kb=job.kb, kind=job.kind, source=job.source, priority=Priority.HIGH, payload=job.payload)
+
+
+def documents_delete(*, kb: KnowledgeBase, documents: list[Document]) -> IngestionJob:
+    """Hide documents now (status deleted); a job removes their chunks, bytes and rows."""
+    ids = [doc.pk for doc in documents]
+    with transaction.atomic():
+        Document.objects.filter(pk__in=ids).update(status=DocumentStatus.DELETED, updated_at=timezone.now())
+        return job_create(kb=kb, kind=JobKind.DELETE_DOCUMENTS, payload={"document_ids": ids})
+
+
+def source_delete(*, source: Source) -> IngestionJob:
+    """Disable the source now; a job removes its chunks, bytes and rows."""
+    with transaction.atomic():
+        Source.objects.filter(pk=source.pk).update(enabled=False)
+        IngestionJob.objects.filter(source=source, status=JobStatus.QUEUED).update(cancel_requested=True)
+        return job_create(
+            kb=source.kb, kind=JobKind.DELETE_SOURCE, source=source, payload={"source_id": source.pk}
+        )
+
+
+def job_state(job: IngestionJob) -> dict:
+    """The job's numbers as sent to WebSocket subscribers and returned by the API."""
+    processed = job.done + job.failed + job.skipped
+    elapsed = None
+    if job.started_at:
+        end = job.finished_at or timezone.now()
+        elapsed = max((end - job.started_at).total_seconds(), 0.001)
+    rate = processed / elapsed if elapsed and processed else 0.0
+    remaining = max(job.total - processed, 0)
+    eta = remaining / rate if rate and not job.is_finished else None
+    return {
+        "type": "job",
+        "id": job.pk,
+        "kb": job.kb.slug if job.kb_id else None,
+        "source": job.source_id,
+        "kind": job.kind,
+        "status": job.status,
+        "stage": job.stage,
+        "total": job.total,
+        "done": job.done,
+        "failed": job.failed,
+        "skipped": job.skipped,
+        "percent": round(100 * processed / job.total, 1) if job.total else (100.0 if job.is_finished else 0.0),
+        "rate": round(rate, 2),
+        "eta_seconds": round(eta, 1) if eta is not None else None,
+        "attempts": job.attempts,
+        "error": job.error,
+        "recent_errors": job.recent_errors[-10:],
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def collection_source(*, kb: KnowledgeBase, name: str, documents: list) -> tuple[Source, IngestionJob | None]:
+    """A file source holding a test collection, one Markdown file per record.
+
+    Reused when unchanged: the same files give the same content addresses, so an existing
+    source with the same config gets no new job at all.
+    """
+    files = [
+        store_upload(data=f"# {doc.title}\n\n{doc.text}".encode(), filename=f"{doc.key}.md", content_type="text/markdown")
+        for doc in documents
+    ]
+    existing = Source.objects.filter(kb=kb, name=name, kind=SourceKind.FILE).first()
+    if existing is None:
+        return upload_add(kb=kb, files=files, name=name, priority=Priority.DEFAULT)
+    if existing.config == {"files": files} and not existing.documents.exclude(status=DocumentStatus.INDEXED).exists():
+        return existing, None
+    existing.config = {"files": files}
+    existing.save(update_fields=["config", "updated_at"])
+    return existing, source_sync(source=existing, priority=Priority.DEFAULT)

@@ -1,0 +1,49 @@
+"""Progress publishing: throttled at the source, coalesced, the final state always delivered.
+
+channels-redis `group_send` costs one Redis round trip per group, so a job publishes at most
+one event per KB_PROGRESS_INTERVAL (a few per second) and only the latest numbers: updates in
+between are coalesced into the next event. `publish(..., final=True)` always goes out.
+"""
+
+import logging
+import time
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPE = "progress.event"
+
+
+def send_to_groups(groups: list[str], payload: dict[str, Any]) -> None:
+    """Send one event to several groups; a broken channel layer never breaks the caller."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        for group in groups:
+            async_to_sync(layer.group_send)(group, {"type": EVENT_TYPE, "payload": payload})
+    except Exception:
+        logger.warning("progress publish to %s failed", groups, exc_info=True)
+
+
+class ProgressThrottle:
+    """Publishes a job's state at most once per interval, plus every final state."""
+
+    def __init__(self, groups: list[str], interval: float | None = None):
+        self.groups = groups
+        self.interval = settings.KB_PROGRESS_INTERVAL if interval is None else interval
+        self.last_sent = 0.0
+        self.sent = 0
+
+    def publish(self, payload: dict[str, Any], *, final: bool = False, force: bool = False) -> bool:
+        now = time.monotonic()
+        if not (final or force) and now - self.last_sent < self.interval:
+            return False
+        self.last_sent = now
+        self.sent += 1
+        send_to_groups(self.groups, payload)
+        return True

@@ -1,0 +1,24 @@
+"""The rq worker class `make up` runs: one process that keeps its embedding model.
+
+rq's default Worker forks a work horse per job, so a model loaded inside a job would be loaded
+again for every job. This worker runs jobs in its own process (rq's SimpleWorker) and calls the
+KB_WORKER_PRELOAD hooks once at start-up, so the model is loaded once per worker process.
+"""
+
+import logging
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+from rq.worker import SimpleWorker
+
+logger = logging.getLogger(__name__)
+
+
+class Worker(SimpleWorker):
+    def work(self, *args, **kwargs):
+        for path in settings.KB_WORKER_PRELOAD:
+            try:
+                import_string(path)()
+            except Exception:
+                logger.exception("worker preload %s failed; jobs will load lazily", path)
+        return super().work(*args, **kwargs)

@@ -1,0 +1,71 @@
+"""Writes to knowledge bases, sources and API keys. Keyword-only, validated, one transaction each."""
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from knowledge.models import ApiKey, KnowledgeBase, Source, hash_secret
+
+
+@transaction.atomic
+def knowledge_base_create(
+    *, slug: str, name: str, dimensions: int, description: str = "", embedder: str | None = None
+) -> KnowledgeBase:
+    """Create a knowledge base.
+
+    `dimensions` is the vector size of `embedder`; the caller looks it up in `search.embedders`
+    because `knowledge` must not import `search` (dependencies point ingestion -> search -> knowledge).
+    """
+    kb = KnowledgeBase(
+        slug=slug,
+        name=name,
+        description=description,
+        embedder=embedder or settings.KB_EMBEDDER,
+        dimensions=dimensions,
+    )
+    kb.full_clean()
+    kb.save()
+    return kb
+
+
+@transaction.atomic
+def source_create(*, kb: KnowledgeBase, kind: str, name: str, config: dict) -> Source:
+    """Create a source; `full_clean` normalises `config` for its kind or raises ValidationError."""
+    source = Source(kb=kb, kind=kind, name=name, config=config)
+    source.full_clean()
+    source.save()
+    return source
+
+
+@transaction.atomic
+def api_key_create(*, name: str, kb_slugs: list[str], scopes: list[str], rate: str | None = None) -> tuple[ApiKey, str]:
+    """Create a key for the given knowledge bases; return it with the full key string.
+
+    The full string is shown once: only its prefix and a hash of the secret are stored.
+    `rate` defaults to KB_DEFAULT_KEY_RATE.
+    """
+    slugs = list(dict.fromkeys(kb_slugs))
+    kbs = list(KnowledgeBase.objects.filter(slug__in=slugs))
+    unknown = sorted(set(slugs) - {kb.slug for kb in kbs})
+    if unknown:
+        raise ValidationError({"kb_slugs": f"Unknown knowledge base(s): {', '.join(unknown)}."})
+    if not kbs:
+        raise ValidationError({"kb_slugs": "Give at least one knowledge base."})
+    prefix, secret, full_key = ApiKey.generate()
+    key = ApiKey(
+        name=name,
+        prefix=prefix,
+        secret_hash=hash_secret(secret),
+        scopes=list(dict.fromkeys(scopes)),
+        rate=rate or settings.KB_DEFAULT_KEY_RATE,
+    )
+    key.full_clean()
+    key.save()
+    key.knowledge_bases.set(kbs)
+    return key, full_key
+
+
+def api_key_revoke(*, key: ApiKey) -> None:
+    """Revoke the key; authentication refuses it from the next request on."""
+    ApiKey.objects.filter(pk=key.pk).update(revoked=True)
+    key.revoked = True

@@ -1,0 +1,135 @@
+"""Writing chunks: bulk upsert under deterministic ids and deleting what a document no longer has.
+
+A chunk's id is derived from its document and position, so re-running a document (rq may deliver a
+job twice) overwrites the same chunks instead of duplicating them; `delete_stale_chunks` then
+removes the positions beyond the new chunk count.
+"""
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from django.conf import settings
+from elasticsearch import NotFoundError, helpers
+
+from search.client import SearchError, SearchUnavailable, get_client, unavailable_on_failure
+from search.index import DEFAULT_DIMS, alias_name, ensure_index
+
+REQUIRED_FIELDS = ("kb", "source", "document", "title", "content", "position")
+OPTIONAL_FIELDS = ("tags", "created", "updated", "url", "key", "embedding")
+
+#: Aliases this process has already ensured, so bulk writes never auto-create a concrete index.
+_ensured: set[str] = set()
+
+
+def chunk_id(document_id: int | str, position: int) -> str:
+    return f"{document_id}-{position}"
+
+
+def _chunk_source(chunk: dict, indexed_at: str) -> dict:
+    missing = [field for field in REQUIRED_FIELDS if chunk.get(field) is None]
+    if missing:
+        raise ValueError(f"chunk is missing {', '.join(missing)}")
+    source = {field: chunk[field] for field in OPTIONAL_FIELDS if chunk.get(field) is not None}
+    source.update(
+        kb=str(chunk["kb"]),
+        source=str(chunk["source"]),
+        document=str(chunk["document"]),
+        title=chunk["title"],
+        content=chunk["content"],
+        position=int(chunk["position"]),
+        tags=list(chunk.get("tags") or []),
+        indexed_at=indexed_at,
+    )
+    return source
+
+
+def _ensure_alias(chunks: list[dict]) -> None:
+    alias = alias_name()
+    if alias in _ensured:
+        return
+    embedding = next((chunk["embedding"] for chunk in chunks if chunk.get("embedding")), None)
+    ensure_index(len(embedding) if embedding else DEFAULT_DIMS)
+    _ensured.add(alias)
+
+
+def forget_ensured() -> None:
+    """Tests drop indices under a live process: make the next write ensure the alias again."""
+    _ensured.clear()
+
+
+def bulk_upsert(chunks: Iterable[dict], *, refresh: bool = False) -> int:
+    """Index (create or overwrite) chunks under `chunk_id(document, position)`; return how many.
+
+    Raises SearchUnavailable when Elasticsearch cannot take the writes now (connection error,
+    timeout, 429/5xx for the request or for every rejected item) and SearchError naming the first
+    rejected chunk when items are refused for a reason retrying will not fix (for example vectors
+    whose size differs from the index).
+    """
+    chunks = list(chunks)
+    if not chunks:
+        return 0
+    indexed_at = datetime.now(UTC).isoformat()
+    sources = [_chunk_source(chunk, indexed_at) for chunk in chunks]
+    _ensure_alias(chunks)
+    alias = alias_name()
+    actions = [
+        {"_index": alias, "_id": chunk_id(source["document"], source["position"]), "_source": source}
+        for source in sources
+    ]
+    client = get_client().options(request_timeout=settings.KB_ES_BULK_TIMEOUT)
+    with unavailable_on_failure("bulk upsert"):
+        # require_alias: a write must never auto-create a concrete index named like the alias.
+        done, errors = helpers.bulk(
+            client, actions, chunk_size=500, raise_on_error=False, refresh=refresh, require_alias=True
+        )
+    if errors:
+        statuses = [next(iter(error.values())).get("status", 0) for error in errors]
+        summary = f"{len(errors)} of {len(actions)} chunks rejected; first: {errors[0]}"[:1000]
+        if all(status == 429 or status >= 500 for status in statuses):
+            raise SearchUnavailable(summary)
+        raise SearchError(summary)
+    return done
+
+
+def _delete_by_query(query: dict, *, refresh: bool) -> int:
+    """Delete matching chunks. delete_by_query works on a search snapshot, so chunks written
+    since the last refresh would survive it: refresh first, then delete."""
+    client = get_client().options(request_timeout=settings.KB_ES_BULK_TIMEOUT)
+    try:
+        with unavailable_on_failure("delete chunks"):
+            client.indices.refresh(index=alias_name())
+            response = client.delete_by_query(index=alias_name(), query=query, conflicts="proceed", refresh=refresh)
+    except SearchError as error:
+        if isinstance(error.__cause__, NotFoundError):
+            return 0  # no index yet: nothing to delete
+        raise
+    return response["deleted"]
+
+
+def delete_stale_chunks(document_id: int | str, keep_count: int, *, refresh: bool = False) -> int:
+    """Delete the document's chunks at positions >= keep_count (left over from a longer version)."""
+    query = {"bool": {"filter": [
+        {"term": {"document": str(document_id)}},
+        {"range": {"position": {"gte": keep_count}}},
+    ]}}
+    return _delete_by_query(query, refresh=refresh)
+
+
+def delete_document_chunks(document_ids: list[int | str], *, refresh: bool = False) -> int:
+    if not document_ids:
+        return 0
+    return _delete_by_query({"terms": {"document": [str(i) for i in document_ids]}}, refresh=refresh)
+
+
+def delete_source_chunks(source_id: int | str, *, refresh: bool = False) -> int:
+    return _delete_by_query({"term": {"source": str(source_id)}}, refresh=refresh)
+
+
+def delete_kb_chunks(kb_slug: str, *, refresh: bool = False) -> int:
+    return _delete_by_query({"term": {"kb": kb_slug}}, refresh=refresh)
+
+
+def refresh() -> None:
+    """Make recent writes searchable now (tests, the end of an ingestion run)."""
+    with unavailable_on_failure("refresh"):
+        get_client().indices.refresh(index=alias_name())

@@ -1,0 +1,282 @@
+"""Hybrid search: BM25 and kNN in one `_msearch` round trip, fused by reciprocal rank fusion.
+
+The caller computes the query vector (so the API can cache embeddings) and passes it in. Modes:
+`hybrid` sends both bodies and fuses them; `keyword` sends only BM25; `semantic` sends only kNN.
+Both bodies carry the same filters (knowledge bases always, sources, tags, created date range), so
+a kNN hit can never come from outside what the BM25 side may see.
+
+How deep each side looks: a page needs `page * size` results; one document has several chunks and
+collapsing keeps one per document, so each side fetches `window = min(max(3 * page * size, 20), 1000)`
+chunks. kNN uses `k = window` and `num_candidates = min(max(2 * k, 100), 10000)` (more candidates
+per shard buy recall at a linear cost; 10,000 is Elasticsearch's limit). `page * size` is capped at
+`MAX_DEPTH`; deeper pages are refused rather than silently short.
+"""
+
+import html
+import time
+from dataclasses import dataclass, field
+from datetime import date
+
+from elasticsearch import ApiError
+
+from search.client import SearchError, SearchUnavailable, get_client, unavailable_on_failure
+from search.fusion import rrf
+from search.index import alias_name
+
+MODES = ("hybrid", "keyword", "semantic")
+MAX_SIZE = 100
+MAX_DEPTH = 500
+MAX_WINDOW = 1000
+MAX_CANDIDATES = 10000
+SNIPPET_CHARS = 240
+TITLE_BOOST = 2
+HIGHLIGHT_PRE, HIGHLIGHT_POST = "<mark>", "</mark>"
+
+
+@dataclass
+class SearchRequest:
+    query: str
+    kbs: list[str]
+    mode: str = "hybrid"
+    sources: list[int | str] = field(default_factory=list)
+    #: A chunk matches when it carries any of these tags.
+    tags: list[str] = field(default_factory=list)
+    date_from: date | str | None = None
+    date_to: date | str | None = None
+    page: int = 1
+    size: int = 10
+    highlight: bool = True
+    #: One hit per document (its best chunk) instead of one per chunk.
+    collapse: bool = True
+    #: Weights of the "keyword" and "semantic" rankings in the fusion (default 1.0 each).
+    weights: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        self.query = (self.query or "").strip()
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        if not self.kbs:
+            raise ValueError("at least one knowledge base is required")
+        if self.mode != "semantic" and not self.query:
+            raise ValueError("query text is required")
+        if not 1 <= self.size <= MAX_SIZE:
+            raise ValueError(f"size must be between 1 and {MAX_SIZE}")
+        if self.page < 1 or self.page * self.size > MAX_DEPTH:
+            raise ValueError(f"page must be >= 1 and page * size <= {MAX_DEPTH}")
+        if set(self.weights or {}) - {"keyword", "semantic"}:
+            raise ValueError("weights may only name keyword and semantic")
+
+    @property
+    def window(self) -> int:
+        return min(max(3 * self.page * self.size, 20), MAX_WINDOW)
+
+
+@dataclass
+class SearchHit:
+    chunk_id: str
+    document_id: int | str
+    source_id: int | str
+    kb: str
+    title: str
+    url: str
+    key: str
+    position: int
+    score: float
+    #: HTML-safe text: escaped content with <mark> around matched terms.
+    snippet: str
+    tags: list[str]
+    #: Rank (1-based) of this chunk in each ranking that returned it, for explanations and evaluation.
+    ranks: dict[str, int]
+
+
+@dataclass
+class SearchResult:
+    hits: list[SearchHit]
+    #: Hits available to page through (documents when collapsed, else chunks), within the window.
+    total: int
+    #: "eq" when every matching chunk was seen; "gte" when a ranking filled its window.
+    total_relation: str
+    took_ms: float
+    mode: str
+    page: int
+    size: int
+
+
+def _as_int(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _iso(value: date | str) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
+def build_filters(request: SearchRequest) -> list[dict]:
+    filters: list[dict] = [{"terms": {"kb": list(request.kbs)}}]
+    if request.sources:
+        filters.append({"terms": {"source": [str(source) for source in request.sources]}})
+    if request.tags:
+        filters.append({"terms": {"tags": list(request.tags)}})
+    if request.date_from or request.date_to:
+        bounds = {}
+        if request.date_from:
+            bounds["gte"] = _iso(request.date_from)
+        if request.date_to:
+            bounds["lte"] = _iso(request.date_to)
+        filters.append({"range": {"created": bounds}})
+    return filters
+
+
+def _highlight(request: SearchRequest) -> dict:
+    body = {
+        "encoder": "html",
+        "pre_tags": [HIGHLIGHT_PRE],
+        "post_tags": [HIGHLIGHT_POST],
+        "fields": {"content": {"fragment_size": SNIPPET_CHARS // 2, "number_of_fragments": 2}},
+    }
+    if request.query:
+        # The kNN body has no text query to highlight with: give it the words explicitly.
+        body["highlight_query"] = {"match": {"content": request.query}}
+    return body
+
+
+def keyword_body(request: SearchRequest, filters: list[dict]) -> dict:
+    body = {
+        "query": {"bool": {
+            "must": [{"multi_match": {"query": request.query, "fields": [f"title^{TITLE_BOOST}", "content"]}}],
+            "filter": filters,
+        }},
+        "size": request.window,
+        "track_total_hits": False,
+        "_source": {"excludes": ["embedding"]},
+    }
+    if request.highlight:
+        body["highlight"] = _highlight(request)
+    return body
+
+
+def semantic_body(request: SearchRequest, filters: list[dict], query_vector: list[float]) -> dict:
+    k = request.window
+    body = {
+        "knn": {
+            "field": "embedding",
+            "query_vector": query_vector,
+            "k": k,
+            "num_candidates": min(max(2 * k, 100), MAX_CANDIDATES),
+            "filter": filters,
+        },
+        "size": k,
+        "track_total_hits": False,
+        "_source": {"excludes": ["embedding"]},
+    }
+    if request.highlight and request.query:
+        body["highlight"] = _highlight(request)
+    return body
+
+
+def _hits_of(response: dict) -> list[dict]:
+    """The hits of one msearch response; a missing index means nothing has been indexed yet."""
+    error = response.get("error")
+    if error is None:
+        return response["hits"]["hits"]
+    status = response.get("status", 500)
+    kind = error.get("type", "") if isinstance(error, dict) else ""
+    if status == 404 and kind == "index_not_found_exception":
+        return []
+    message = f"search failed ({status}): {error}"[:1000]
+    if status == 429 or status >= 500:
+        raise SearchUnavailable(message)
+    raise SearchError(message)
+
+
+def _snippet(hit: dict) -> str:
+    fragments = hit.get("highlight", {}).get("content")
+    if fragments:
+        return " … ".join(fragments)
+    content = hit["_source"].get("content", "")
+    if len(content) > SNIPPET_CHARS:
+        content = content[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
+    return html.escape(content)
+
+
+def _to_hit(hit: dict, score: float, ranks: dict[str, int]) -> SearchHit:
+    source = hit["_source"]
+    return SearchHit(
+        chunk_id=hit["_id"],
+        document_id=_as_int(source["document"]),
+        source_id=_as_int(source["source"]),
+        kb=source["kb"],
+        title=source.get("title", ""),
+        url=source.get("url", ""),
+        key=source.get("key", ""),
+        position=source.get("position", 0),
+        score=score,
+        snippet=_snippet(hit),
+        tags=source.get("tags", []),
+        ranks=ranks,
+    )
+
+
+def search(request: SearchRequest, query_vector: list[float] | None = None) -> SearchResult:
+    """Run the request in one `_msearch` round trip; raise SearchUnavailable when Elasticsearch can't answer."""
+    if request.mode != "keyword" and not query_vector:
+        raise ValueError(f"{request.mode} search needs a query vector")
+    started = time.perf_counter()
+    filters = build_filters(request)
+    bodies: dict[str, dict] = {}
+    if request.mode in ("hybrid", "keyword"):
+        bodies["keyword"] = keyword_body(request, filters)
+    if request.mode in ("hybrid", "semantic"):
+        bodies["semantic"] = semantic_body(request, filters, query_vector)
+    searches: list[dict] = []
+    for body in bodies.values():
+        searches.extend([{}, body])
+    with unavailable_on_failure("search"):
+        try:
+            responses = get_client().msearch(index=alias_name(), searches=searches)["responses"]
+        except ApiError as error:
+            if error.meta.status == 404:
+                responses = [{"hits": {"hits": []}}] * len(bodies)
+            else:
+                raise
+
+    rankings: dict[str, list[str]] = {}
+    chunks: dict[str, dict] = {}
+    ranks: dict[str, dict[str, int]] = {}
+    saturated = False
+    for name, response in zip(bodies, responses, strict=True):
+        hits = _hits_of(response)
+        saturated = saturated or len(hits) >= request.window
+        rankings[name] = [hit["_id"] for hit in hits]
+        for rank, hit in enumerate(hits, start=1):
+            ranks.setdefault(hit["_id"], {})[name] = rank
+            # Prefer the BM25 copy of a chunk: it carries the highlight of the text query.
+            if hit["_id"] not in chunks or "highlight" not in chunks[hit["_id"]]:
+                chunks[hit["_id"]] = hit
+
+    if len(bodies) == 1:
+        # One ranking: keep the engine's own score (BM25 or cosine), which means more than an RRF value.
+        fused = [(hit_id, chunks[hit_id]["_score"]) for hit_id in next(iter(rankings.values()))]
+    else:
+        fused = rrf(rankings, weights=request.weights)
+
+    ordered: list[tuple[str, float]] = []
+    seen_documents: set[str] = set()
+    for hit_id, score in fused:
+        document = chunks[hit_id]["_source"]["document"]
+        if request.collapse:
+            if document in seen_documents:
+                continue  # fused lists are best first, so the first chunk seen is the document's best
+            seen_documents.add(document)
+        ordered.append((hit_id, score))
+
+    start = (request.page - 1) * request.size
+    page = [_to_hit(chunks[hit_id], score, ranks[hit_id]) for hit_id, score in ordered[start : start + request.size]]
+    return SearchResult(
+        hits=page,
+        total=len(ordered),
+        total_relation="gte" if saturated else "eq",
+        took_ms=round((time.perf_counter() - started) * 1000, 1),
+        mode=request.mode,
+        page=request.page,
+        size=request.size,
+    )

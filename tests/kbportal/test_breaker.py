@@ -1,0 +1,301 @@
+"""The circuit breaker against real Redis: tripping, failing fast, the single half-open probe,
+shared state across instances (processes), concurrency, and the in-memory fallback."""
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from kbportal.breaker import CircuitBreaker, CircuitOpen
+
+OPEN_SECONDS = 0.5
+
+
+class Interrupted(BaseException):
+    """Stands in for a cancellation (asyncio.CancelledError, KeyboardInterrupt)."""
+
+
+def make(name: str = "search", **options) -> CircuitBreaker:
+    options.setdefault("failure_exceptions", (ConnectionError, TimeoutError))
+    options.setdefault("open_seconds", OPEN_SECONDS)
+    return CircuitBreaker(name, **options)
+
+
+def down() -> None:
+    raise ConnectionError("service down")
+
+
+def up() -> str:
+    return "ok"
+
+
+def run(breaker: CircuitBreaker, fn) -> None:
+    try:
+        breaker.call(fn)
+    except ConnectionError:
+        pass
+
+
+def trip(breaker: CircuitBreaker) -> None:
+    for _ in range(40):
+        if breaker.state()["state"] == "open":
+            return
+        run(breaker, down)
+    pytest.fail("the breaker did not open")
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_settings_give_the_defaults():
+    policy = CircuitBreaker("search", failure_exceptions=(ConnectionError,)).policy
+    assert (policy.failure_ratio, policy.min_calls, policy.window_seconds, policy.open_seconds) == (0.5, 20, 60, 30.0)
+
+
+def test_call_returns_the_result_while_closed():
+    breaker = make()
+    assert breaker.call(lambda a, b=0: a + b, 2, b=3) == 5
+    assert breaker.state() | {"opened_at": None} == {
+        "name": "search",
+        "state": "closed",
+        "failures": 0,
+        "calls": 1,
+        "opened_at": None,
+        "retry_after": 0.0,
+        "storage": "redis",
+    }
+
+
+def test_does_not_open_before_min_calls():
+    breaker = make()
+    for _ in range(19):
+        run(breaker, down)
+    assert breaker.state()["state"] == "closed"
+    assert breaker.state()["failures"] == 19
+    run(breaker, down)
+    assert breaker.state()["state"] == "open"
+
+
+def test_opens_at_half_failures_over_min_calls():
+    breaker = make()
+    for _ in range(10):
+        run(breaker, up)
+    for _ in range(9):
+        run(breaker, down)
+    assert breaker.state()["state"] == "closed"
+    run(breaker, down)
+    state = breaker.state()
+    assert (state["state"], state["calls"], state["failures"]) == ("open", 20, 10)
+    assert state["opened_at"] == pytest.approx(time.time(), abs=2)
+    assert breaker.transitions["closed->open"] == 1
+
+
+def test_stays_closed_below_failure_ratio():
+    breaker = make()
+    for _ in range(11):
+        run(breaker, up)
+    for _ in range(9):
+        run(breaker, down)
+    assert breaker.state()["state"] == "closed"
+
+
+def test_fails_fast_while_open():
+    breaker = make(open_seconds=5)
+    trip(breaker)
+    reached = []
+    started = time.perf_counter()
+    with pytest.raises(CircuitOpen) as raised:
+        breaker.call(reached.append, 1)
+    elapsed = time.perf_counter() - started
+    assert reached == []
+    assert elapsed < 0.05
+    assert 4 < raised.value.retry_after <= 5
+
+
+def test_fails_fast_under_load_while_open():
+    breaker = make(open_seconds=5)
+    trip(breaker)
+    started = time.perf_counter()
+    for _ in range(200):
+        with pytest.raises(CircuitOpen):
+            breaker.call(up)
+    assert (time.perf_counter() - started) / 200 < 0.005
+
+
+def test_half_open_lets_exactly_one_probe_through_racing_threads():
+    breaker = make()
+    trip(breaker)
+    time.sleep(OPEN_SECONDS + 0.1)
+    assert breaker.state()["state"] == "half_open"
+    barrier = threading.Barrier(32)
+    reached = []
+
+    def probe() -> str:
+        reached.append(1)
+        time.sleep(0.2)
+        return "ok"
+
+    def attempt(_: int) -> str:
+        barrier.wait()
+        try:
+            return breaker.call(probe)
+        except CircuitOpen:
+            return "refused"
+
+    with ThreadPoolExecutor(32) as pool:
+        outcomes = list(pool.map(attempt, range(32)))
+    assert len(reached) == 1
+    assert sorted(outcomes).count("refused") == 31
+
+
+def test_probe_success_closes_and_resets_window():
+    breaker = make()
+    trip(breaker)
+    time.sleep(OPEN_SECONDS + 0.1)
+    assert breaker.call(up) == "ok"
+    state = breaker.state()
+    assert (state["state"], state["calls"], state["failures"], state["opened_at"]) == ("closed", 0, 0, None)
+    assert breaker.call(up) == "ok"
+    assert breaker.transitions == {"closed->open": 1, "open->half_open": 1, "half_open->closed": 1}
+
+
+def test_probe_failure_reopens_for_open_seconds():
+    breaker = make()
+    trip(breaker)
+    time.sleep(OPEN_SECONDS + 0.1)
+    run(breaker, down)
+    state = breaker.state()
+    assert state["state"] == "open"
+    assert 0.3 < state["retry_after"] <= OPEN_SECONDS
+    with pytest.raises(CircuitOpen):
+        breaker.call(up)
+    assert breaker.transitions["half_open->open"] == 1
+
+
+def test_interrupted_probe_frees_the_probe_slot():
+    breaker = make(probe_seconds=10)
+    trip(breaker)
+    time.sleep(OPEN_SECONDS + 0.1)
+
+    def interrupted() -> None:
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        breaker.call(interrupted)
+    assert breaker.call(up) == "ok"
+    assert breaker.state()["state"] == "closed"
+
+
+def test_other_exceptions_pass_through_and_count_as_success():
+    breaker = make()
+
+    def bad_input() -> None:
+        raise ValueError("400: bad query")
+
+    for _ in range(30):
+        with pytest.raises(ValueError):
+            breaker.call(bad_input)
+    state = breaker.state()
+    assert (state["state"], state["calls"], state["failures"]) == ("closed", 30, 0)
+
+
+def test_guard_counts_failures_in_a_block():
+    breaker = make()
+    for _ in range(20):
+        with pytest.raises(TimeoutError), breaker.guard():
+            raise TimeoutError
+    with pytest.raises(CircuitOpen), breaker.guard():
+        pytest.fail("the block ran while open")
+
+
+def test_record_failure_and_success_feed_the_window():
+    breaker = make()
+    for _ in range(10):
+        breaker.record_success()
+    for _ in range(10):
+        breaker.record_failure()
+    assert breaker.state()["state"] == "open"
+
+
+def test_reset_closes_the_breaker():
+    breaker = make(open_seconds=30)
+    trip(breaker)
+    breaker.reset()
+    assert breaker.state()["state"] == "closed"
+    assert breaker.call(up) == "ok"
+
+
+def test_state_is_shared_by_instances_with_the_same_name():
+    first, second = make("search"), make("search")
+    trip(first)
+    assert second.state()["state"] == "open"
+    with pytest.raises(CircuitOpen):
+        second.call(up)
+
+
+def test_state_is_isolated_between_names(clean_redis):
+    trip(make("search"))
+    other = make("storage")
+    assert other.state()["state"] == "closed"
+    assert other.call(up) == "ok"
+    assert {key.decode() for key in clean_redis.keys("kb:breaker:storage:*")} == {"kb:breaker:storage:window"}
+
+
+def test_concurrent_calls_are_not_serialised():
+    breaker = make()
+
+    def slow() -> str:
+        time.sleep(0.2)
+        return "ok"
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: breaker.call(slow), range(16)))
+    elapsed = time.perf_counter() - started
+    assert results == ["ok"] * 16
+    assert elapsed < 1.0  # serialised would take 16 * 0.2 = 3.2 s
+
+
+def test_works_in_memory_when_redis_is_unreachable(caplog):
+    breaker = make("no-redis", redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    try:
+        assert breaker.call(up) == "ok"
+        assert "using in-memory state" in caplog.text
+        assert breaker.state()["storage"] == "memory"
+        trip(breaker)
+        started = time.perf_counter()
+        with pytest.raises(CircuitOpen):
+            breaker.call(up)
+        assert time.perf_counter() - started < 0.05
+        time.sleep(OPEN_SECONDS + 0.1)
+        assert breaker.call(up) == "ok"
+        assert breaker.state()["state"] == "closed"
+    finally:
+        breaker.reset()
+
+
+def test_memory_fallback_lets_one_probe_through_racing_threads():
+    breaker = make("no-redis-race", redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    try:
+        trip(breaker)
+        time.sleep(OPEN_SECONDS + 0.1)
+        barrier = threading.Barrier(16)
+        reached = []
+
+        def attempt(_: int) -> None:
+            barrier.wait()
+            try:
+                breaker.call(lambda: (reached.append(1), time.sleep(0.1)))
+            except CircuitOpen:
+                pass
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(attempt, range(16)))
+        assert len(reached) == 1
+    finally:
+        breaker.reset()
