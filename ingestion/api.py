@@ -12,7 +12,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
@@ -167,7 +167,9 @@ class UploadApi(IngestAPIView):
         uploads = data.validated_data["file"]
         for upload in uploads:
             if upload.size > settings.KB_MAX_UPLOAD_BYTES:
-                raise PayloadTooLarge(f"{upload.name} is {upload.size} bytes; the limit is {settings.KB_MAX_UPLOAD_BYTES}.")
+                raise PayloadTooLarge(
+                    f"{upload.name} is {upload.size} bytes; the limit is {settings.KB_MAX_UPLOAD_BYTES}."
+                )
             if not is_supported(upload.content_type or "", upload.name):
                 raise UnsupportedMediaType(f"{upload.name}: {upload.content_type} cannot be extracted.")
         files = [
@@ -187,7 +189,18 @@ def safe_filename(name: str) -> str:
 class DocumentOutput(serializers.ModelSerializer):
     class Meta:
         model = Document
-        fields = ["id", "source", "key", "title", "status", "chunk_count", "size", "content_type", "error", "updated_at"]
+        fields = [
+            "id",
+            "source",
+            "key",
+            "title",
+            "status",
+            "chunk_count",
+            "size",
+            "content_type",
+            "error",
+            "updated_at",
+        ]
 
 
 class DocumentListApi(IngestAPIView):

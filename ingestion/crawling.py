@@ -327,7 +327,7 @@ class Crawler:
 
     async def fetch_page(self, url: str, seed: bool) -> tuple[FetchedPage | None, list[str]]:
         current = url
-        for _hop in range(MAX_REDIRECTS + 1):
+        for hop in range(MAX_REDIRECTS + 1):
             if not await self.robots_allow(current):
                 return FetchedPage(url=current, status=0, error=ROBOTS_DISALLOWED), []
             try:
@@ -336,6 +336,8 @@ class Crawler:
                 return FetchedPage(url=current, status=0, error=str(exc)), []
             if response.status_code not in REDIRECT_STATUSES:
                 return await self.page_from(current, response, content)
+            if hop == MAX_REDIRECTS:
+                break
             target = normalize_url(response.headers.get("location", ""), current)
             if target is None:
                 return FetchedPage(url=current, status=0, error="redirect without a usable http(s) Location"), []

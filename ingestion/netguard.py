@@ -65,10 +65,10 @@ def _plain_refusal(ip: IPAddress) -> str | None:
         return "a link-local address"
     if ip.is_multicast:
         return "a multicast address"
-    if ip in SHARED_ADDRESS_SPACE or ip.is_private:
-        return "a private address"
     if ip.is_reserved:
         return "a reserved address"
+    if ip in SHARED_ADDRESS_SPACE or ip.is_private:
+        return "a private address"
     if not ip.is_global:
         return "not a public address"
     return None
@@ -83,8 +83,13 @@ def address_refusal(ip: IPAddress | str, allow: Iterable[IPNetwork] | None = Non
     ip = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
     allow = allowed_networks() if allow is None else list(allow)
     inner = embedded_ipv4(ip)
-    candidates = [ip] if inner is None else [ip, inner]
-    if any(addr.version == net.version and addr in net for addr in candidates for net in allow):
+    if inner is None:
+        candidates = [ip]
+    elif ip in IPV4_COMPATIBLE:
+        candidates = [inner, ip]  # deprecated form: the IPv6 address itself must pass too
+    else:
+        candidates = [inner]  # mapped / 6to4 / NAT64: the IPv4 address is where packets go
+    if any(addr.version == net.version and addr in net for addr in (ip, *candidates) for net in allow):
         return None
     for addr in candidates:
         reason = _plain_refusal(addr)

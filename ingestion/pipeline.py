@@ -271,9 +271,7 @@ class IngestionRunner(JobRunner):
             return
         documents = list(source.documents.all())
         self.job.total = len(documents)
-        keys = {doc.object_key for doc in documents} | {
-            entry["object_key"] for entry in source.config.get("files", [])
-        }
+        keys = {doc.object_key for doc in documents} | {entry["object_key"] for entry in source.config.get("files", [])}
         try:
             delete_source_chunks(source.pk)
             self.job.kb.bump_generation()
@@ -284,7 +282,9 @@ class IngestionRunner(JobRunner):
         source.delete()
 
 
-def remove_unreferenced_objects(keys: set[str], *, exclude_documents: list[int], exclude_source: int | None = None) -> int:
+def remove_unreferenced_objects(
+    keys: set[str], *, exclude_documents: list[int], exclude_source: int | None = None
+) -> int:
     """Delete stored bytes that no other document or file source still references."""
     store = get_object_store()
     removed = 0

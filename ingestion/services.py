@@ -32,7 +32,9 @@ def kb_create(*, slug: str, name: str, description: str = "", embedder: str | No
         from django.core.exceptions import ValidationError
 
         raise ValidationError({"embedder": str(exc)})
-    return knowledge_base_create(slug=slug, name=name, description=description, embedder=embedder, dimensions=dimensions)
+    return knowledge_base_create(
+        slug=slug, name=name, description=description, embedder=embedder, dimensions=dimensions
+    )
 
 
 def job_create(
@@ -120,9 +122,7 @@ def source_delete(*, source: Source) -> IngestionJob:
     with transaction.atomic():
         Source.objects.filter(pk=source.pk).update(enabled=False)
         IngestionJob.objects.filter(source=source, status=JobStatus.QUEUED).update(cancel_requested=True)
-        return job_create(
-            kb=source.kb, kind=JobKind.DELETE_SOURCE, source=source, payload={"source_id": source.pk}
-        )
+        return job_create(kb=source.kb, kind=JobKind.DELETE_SOURCE, source=source, payload={"source_id": source.pk})
 
 
 def job_state(job: IngestionJob) -> dict:
@@ -165,7 +165,9 @@ def collection_source(*, kb: KnowledgeBase, name: str, documents: list) -> tuple
     source with the same config gets no new job at all.
     """
     files = [
-        store_upload(data=f"# {doc.title}\n\n{doc.text}".encode(), filename=f"{doc.key}.md", content_type="text/markdown")
+        store_upload(
+            data=f"# {doc.title}\n\n{doc.text}".encode(), filename=f"{doc.key}.md", content_type="text/markdown"
+        )
         for doc in documents
     ]
     existing = Source.objects.filter(kb=kb, name=name, kind=SourceKind.FILE).first()

@@ -111,7 +111,12 @@ def enqueue(job: ClaimableJob) -> bool:
     queue = django_rq.get_queue(job.queue_name)
     try:
         existing = RqJob.fetch(job.rq_job_id, connection=queue.connection)
-        if existing.get_status(refresh=False) in (RqStatus.QUEUED, RqStatus.STARTED, RqStatus.SCHEDULED, RqStatus.DEFERRED):
+        if existing.get_status(refresh=False) in (
+            RqStatus.QUEUED,
+            RqStatus.STARTED,
+            RqStatus.SCHEDULED,
+            RqStatus.DEFERRED,
+        ):
             return False
     except NoSuchJobError:
         pass
@@ -176,7 +181,9 @@ def _finish_fields(job: ClaimableJob, status: str, error: str = "", **fields: An
     """Write a final state, fenced on our lease: a worker that lost the job cannot overwrite it."""
     now = timezone.now()
     held = type(job).objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=job.lease_owner)
-    return held.update(status=status, error=error[:4000], finished_at=now, lease_expires_at=None, updated_at=now, **fields)
+    return held.update(
+        status=status, error=error[:4000], finished_at=now, lease_expires_at=None, updated_at=now, **fields
+    )
 
 
 def retry_delay(attempts: int) -> float:
@@ -192,7 +199,9 @@ def schedule_retry(job: ClaimableJob, error: str) -> str:
         return JobStatus.FAILED
     not_before = timezone.now() + timedelta(seconds=retry_delay(job.attempts))
     held = type(job).objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=job.lease_owner)
-    if held.update(status=JobStatus.QUEUED, error=error[:4000], not_before=not_before, lease_owner="", lease_expires_at=None):
+    if held.update(
+        status=JobStatus.QUEUED, error=error[:4000], not_before=not_before, lease_owner="", lease_expires_at=None
+    ):
         job.not_before = not_before
         enqueue(job)
     return JobStatus.QUEUED

@@ -8,11 +8,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 
+import redis
 from django.conf import settings
 from django.db import connections
 from django.http import JsonResponse
-
-import redis
 
 #: name -> callable returning a dict of details, raising when the component is down.
 CHECKS: dict[str, Callable[[], dict]] = {}
@@ -62,7 +61,10 @@ def run_checks(timeout: float | None = None) -> dict[str, dict]:
         if not future.done():
             results[name] = {"status": "down", "error": f"no answer within {timeout}s"}
         elif future.exception() is not None:
-            results[name] = {"status": "down", "error": f"{type(future.exception()).__name__}: {future.exception()}"[:300]}
+            results[name] = {
+                "status": "down",
+                "error": f"{type(future.exception()).__name__}: {future.exception()}"[:300],
+            }
         else:
             results[name] = future.result()
     return results

@@ -192,9 +192,7 @@ KB_EMBEDDERS = {
     "hashing": "search.embedders.HashingEmbedder",
     "http": "search.embedders.HttpEmbedder",
 }
-KB_EMBEDDERS.update(
-    dict(item.split("=", 1) for item in envlist("KB_EXTRA_EMBEDDERS"))
-)
+KB_EMBEDDERS.update(dict(item.split("=", 1) for item in envlist("KB_EXTRA_EMBEDDERS")))
 KB_EMBED_BATCH = envint("KB_EMBED_BATCH", 64)
 KB_EMBED_HTTP_URL = envstr("KB_EMBED_HTTP_URL", "")
 KB_EMBED_HTTP_MODEL = envstr("KB_EMBED_HTTP_MODEL", "")

@@ -6,6 +6,8 @@ KB_WORKER_PRELOAD hooks once at start-up, so the model is loaded once per worker
 """
 
 import logging
+import subprocess
+import sys
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -22,3 +24,22 @@ class Worker(SimpleWorker):
             except Exception:
                 logger.exception("worker preload %s failed; jobs will load lazily", path)
         return super().work(*args, **kwargs)
+
+
+def start_worker_process(
+    queues: tuple[str, ...], env: dict[str, str], *, burst: bool = False, log=None
+) -> "subprocess.Popen":
+    """Start `manage.py rqworker` with this worker class (benchmarks and tests race real processes)."""
+    args = [
+        sys.executable,
+        str(settings.BASE_DIR / "manage.py"),
+        "rqworker",
+        *queues,
+        "--worker-class",
+        "kbportal.worker.Worker",
+    ]
+    if burst:
+        args.append("--burst")
+    return subprocess.Popen(
+        args, cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL
+    )

@@ -77,7 +77,9 @@ class Document(models.Model):
     object_key = models.CharField(max_length=200, blank=True, default="")
     size = models.PositiveBigIntegerField(default=0)
     content_type = models.CharField(max_length=200, blank=True, default="")
-    status = models.CharField(max_length=16, choices=DocumentStatus.choices, default=DocumentStatus.PENDING, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=DocumentStatus.choices, default=DocumentStatus.PENDING, db_index=True
+    )
     chunk_count = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)

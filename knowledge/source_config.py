@@ -64,11 +64,19 @@ def _validate_url(config: dict) -> dict:
     for field, low, high in (("max_depth", 0, 50), ("max_pages", 1, 100_000), ("concurrency", 1, 64)):
         value = result[field]
         _require(isinstance(value, int) and low <= value <= high, field, f"Must be an integer from {low} to {high}.")
-    _require(isinstance(result["delay"], (int, float)) and 0 <= result["delay"] <= 60, "delay", "Must be 0 to 60 seconds.")
+    _require(
+        isinstance(result["delay"], (int, float)) and 0 <= result["delay"] <= 60, "delay", "Must be 0 to 60 seconds."
+    )
     hours = result["schedule_hours"]
-    _require(hours is None or (isinstance(hours, (int, float)) and hours > 0), "schedule_hours", "Must be positive or null.")
+    _require(
+        hours is None or (isinstance(hours, (int, float)) and hours > 0), "schedule_hours", "Must be positive or null."
+    )
     for field in ("allowed_domains", "include", "exclude"):
-        _require(isinstance(result[field], list) and all(isinstance(v, str) for v in result[field]), field, "Must be a list of strings.")
+        _require(
+            isinstance(result[field], list) and all(isinstance(v, str) for v in result[field]),
+            field,
+            "Must be a list of strings.",
+        )
     return result
 
 

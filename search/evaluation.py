@@ -1,6 +1,9 @@
-"""Test collections (SMART and BEIR formats) and the retrieval metrics we report.
+"""Test collections (SMART and BEIR formats), the retrieval metrics we report, and the evaluation run.
 
 nDCG@10 with binary relevance, MAP (over the full ranked list returned), recall@100.
+`run_evaluation` sends every judged query through the same query engine the search API uses
+(`search.query.search`) against a knowledge base holding the collection, one Markdown document per
+record named `<collection key>.md`.
 """
 
 from __future__ import annotations
@@ -8,8 +11,15 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from knowledge.models import Document, KnowledgeBase
+from search.embedders import get_embedder
+from search.query import MODES, SearchRequest, search
+
+METRICS = ("ndcg@10", "map", "recall@100")
 
 
 @dataclass
@@ -65,7 +75,9 @@ def load_smart(directory: Path) -> Collection:
         CollectionDocument(key=f"{prefix.lower()}-{r['I']}", title=r.get("T", ""), text=cisi_document_text(r))
         for r in parse_smart_records((directory / f"{prefix}.ALL").read_text(errors="replace"))
     ]
-    queries = {r["I"]: r.get("W", "") for r in parse_smart_records((directory / f"{prefix}.QRY").read_text(errors="replace"))}
+    queries = {
+        r["I"]: r.get("W", "") for r in parse_smart_records((directory / f"{prefix}.QRY").read_text(errors="replace"))
+    }
     qrels: dict[str, set[str]] = {}
     for line in (directory / f"{prefix}.REL").read_text().splitlines():
         parts = line.split()
@@ -79,7 +91,9 @@ def load_beir(directory: Path) -> Collection:
     for line in (directory / "corpus.jsonl").read_text().splitlines():
         if line.strip():
             row = json.loads(line)
-            documents.append(CollectionDocument(key=str(row["_id"]), title=row.get("title", ""), text=row.get("text", "")))
+            documents.append(
+                CollectionDocument(key=str(row["_id"]), title=row.get("title", ""), text=row.get("text", ""))
+            )
     queries = {}
     for line in (directory / "queries.jsonl").read_text().splitlines():
         if line.strip():
@@ -122,3 +136,67 @@ def evaluate_rankings(rankings: dict[str, list[str]], qrels: dict[str, set[str]]
         "recall@100": round(sum(recall_at(rankings[q], qrels[q]) for q in judged) / len(judged), 4),
         "queries": len(judged),
     }
+
+
+def collection_key(document_key: str) -> str:
+    """The collection key of a stored record: `collection_source` files record `k` as `k.md`."""
+    return document_key.removesuffix(".md")
+
+
+def document_keys(kb: KnowledgeBase) -> dict[str, str]:
+    """Document id (as a string, like a hit's) -> collection key, for every document of `kb`."""
+    rows = Document.objects.filter(source__kb=kb).values_list("pk", "key")
+    return {str(pk): collection_key(key) for pk, key in rows}
+
+
+def rank_queries(
+    kb: KnowledgeBase,
+    queries: dict[str, str],
+    mode: str,
+    vectors: dict[str, list[float]],
+    keys: dict[str, str],
+    size: int = 100,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, list[str]]:
+    """Query id -> collection keys of the first `size` documents the query engine returns."""
+    rankings: dict[str, list[str]] = {}
+    for done, (qid, text) in enumerate(queries.items(), start=1):
+        request = SearchRequest(text, [kb.slug], mode=mode, size=size, highlight=False)
+        result = search(request, vectors.get(qid))
+        rankings[qid] = [keys.get(str(hit.document_id), str(hit.document_id)) for hit in result.hits]
+        if progress:
+            progress(done, len(queries))
+    return rankings
+
+
+def embed_queries(kb: KnowledgeBase, queries: dict[str, str]) -> dict[str, list[float]]:
+    """Every query's vector from the knowledge base's embedder, in one batch."""
+    ids = list(queries)
+    vectors = get_embedder(kb.embedder).embed([queries[qid] for qid in ids])
+    return dict(zip(ids, vectors, strict=True))
+
+
+def run_evaluation(
+    kb: KnowledgeBase,
+    collection: Collection,
+    modes: Iterable[str] = MODES,
+    size: int = 100,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, dict[str, float]]:
+    """nDCG@10, MAP and recall@100 (plus the query count) per mode over the judged queries.
+
+    `progress(mode, done, total)` is called after each query, for a command's progress line.
+    """
+    modes = list(modes)
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise ValueError(f"unknown mode(s): {', '.join(sorted(unknown))}")
+    queries = {qid: text for qid, text in collection.judged_queries.items() if text.strip()}
+    vectors = embed_queries(kb, queries) if any(mode != "keyword" for mode in modes) else {}
+    keys = document_keys(kb)
+    results = {}
+    for mode in modes:
+        report = (lambda done, total, mode=mode: progress(mode, done, total)) if progress else None
+        rankings = rank_queries(kb, queries, mode, vectors, keys, size=size, progress=report)
+        results[mode] = evaluate_rankings(rankings, collection.qrels)
+    return results

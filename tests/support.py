@@ -3,13 +3,13 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import redis
 from django.conf import settings
 
+from kbportal.worker import start_worker_process
 from search.embedders import HashingEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,11 +57,7 @@ def worker_env(**extra: str) -> dict[str, str]:
 
 
 def start_worker(*queues: str, burst: bool = False, **extra_env: str) -> subprocess.Popen:
-    args = [sys.executable, str(ROOT / "manage.py"), "rqworker", *(queues or ("high", "default", "low"))]
-    args += ["--worker-class", "kbportal.worker.Worker"]
-    if burst:
-        args.append("--burst")
-    return subprocess.Popen(args, cwd=ROOT, env=worker_env(**extra_env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return start_worker_process(queues or ("high", "default", "low"), worker_env(**extra_env), burst=burst)
 
 
 def stop_worker(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:

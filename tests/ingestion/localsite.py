@@ -55,7 +55,7 @@ class LocalSite:
         self.server.site = self
         self.port = self.server.server_address[1]
         self.root = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def start(self) -> "LocalSite":
         self.thread.start()
@@ -72,8 +72,9 @@ class LocalSite:
     def url(self, path: str) -> str:
         return self.root + path
 
-    def times(self, prefix: str) -> list[float]:
-        return [t for path, t, _ in self.log if path.startswith(prefix)]
+    def page_times(self) -> list[float]:
+        """When each request other than robots.txt arrived."""
+        return [t for path, t, _ in self.log if path != "/robots.txt"]
 
     # Route builders.
 

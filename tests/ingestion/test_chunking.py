@@ -1,6 +1,7 @@
 """chunk_text(): paragraphs, then sentences, then words; about target tokens; sentence overlap."""
 
 import time
+from itertools import pairwise
 
 import pytest
 from django.test import override_settings
@@ -54,7 +55,7 @@ def test_chunk_text_is_the_slice_at_its_offsets():
 def test_overlap_repeats_whole_trailing_sentences():
     # 10-token sentences, target 50, overlap 0.2 -> budget 10 -> exactly the last sentence carried.
     chunks = chunk_text(" ".join(sentence(n) for n in range(20)), "", target_tokens=50, overlap=0.2)
-    for previous, current in zip(chunks, chunks[1:], strict=False):
+    for previous, current in pairwise(chunks):
         last_sentence = previous.text.rsplit(". ", 1)[-1]
         assert current.text.startswith(last_sentence)
         assert current.char_start < previous.char_end
@@ -62,7 +63,7 @@ def test_overlap_repeats_whole_trailing_sentences():
 
 def test_zero_overlap_gives_disjoint_chunks():
     chunks = chunk_text(paragraphs(4, 8), "", target_tokens=40, overlap=0)
-    for previous, current in zip(chunks, chunks[1:], strict=False):
+    for previous, current in pairwise(chunks):
         assert current.char_start >= previous.char_end
 
 

@@ -3,8 +3,8 @@
 import threading
 
 import pytest
-from django.db import connection
 from django.conf import settings
+from django.db import connection
 
 from ingestion.models import IngestionJob
 from ingestion.pipeline import IngestionRunner

@@ -19,15 +19,22 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def add_text_sources(kb, count: int) -> list:
-    return [source_add(kb=kb, kind="text", name=f"doc {n}", config={"text": f"unique marker m{n}x body"})[1] for n in range(count)]
+    return [
+        source_add(kb=kb, kind="text", name=f"doc {n}", config={"text": f"unique marker m{n}x body"})[1]
+        for n in range(count)
+    ]
 
 
 def statuses(jobs) -> collections.Counter:
-    return collections.Counter(IngestionJob.objects.filter(pk__in=[j.pk for j in jobs]).values_list("status", flat=True))
+    return collections.Counter(
+        IngestionJob.objects.filter(pk__in=[j.pk for j in jobs]).values_list("status", flat=True)
+    )
 
 
 def markers_embedded() -> collections.Counter:
-    return collections.Counter(text.split("unique marker ")[1].split(" ")[0] for text in embedded_texts() if "unique marker" in text)
+    return collections.Counter(
+        text.split("unique marker ")[1].split(" ")[0] for text in embedded_texts() if "unique marker" in text
+    )
 
 
 def indexed_chunks(document_id: int) -> int:

@@ -35,7 +35,9 @@ class Command(BaseCommand):
                 name = options["name"] or options["url"]
                 source, job = source_add(kb=kb, kind="url", name=name, config={"start_urls": [options["url"]]})
             else:
-                source, job = source_add(kb=kb, kind="text", name=options["name"] or "text", config={"text": options["text"]})
+                source, job = source_add(
+                    kb=kb, kind="text", name=options["name"] or "text", config={"text": options["text"]}
+                )
         except ValidationError as exc:
             raise CommandError("; ".join(f"{k}: {v}" for k, v in exc.message_dict.items()))
         self.stdout.write(str(source.pk))

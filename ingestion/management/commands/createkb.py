@@ -23,4 +23,6 @@ class Command(BaseCommand):
             )
         except ValidationError as exc:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()))
-        self.stdout.write(self.style.SUCCESS(f"created knowledge base {kb.slug} (embedder {kb.embedder}, {kb.dimensions} dims)"))
+        self.stdout.write(
+            self.style.SUCCESS(f"created knowledge base {kb.slug} (embedder {kb.embedder}, {kb.dimensions} dims)")
+        )

@@ -17,7 +17,8 @@ class Command(BaseCommand):
             jobs = jobs.filter(kb__slug=options["kb"])
         if options["status"]:
             jobs = jobs.filter(status=options["status"])
-        self.stdout.write(f"{'id':>6} {'kb':<12} {'kind':<16} {'status':<10} {'stage':<8} {'done':>6} {'skip':>6} {'fail':>6} {'total':>6}")
+        header = ("id", "kb", "kind", "status", "stage", "done", "skip", "fail", "total")
+        self.stdout.write("{:>6} {:<12} {:<16} {:<10} {:<8} {:>6} {:>6} {:>6} {:>6}".format(*header))
         for job in jobs[: options["limit"]]:
             self.stdout.write(
                 f"{job.pk:>6} {job.kb.slug:<12} {job.kind:<16} {job.status:<10} {job.stage:<8} "

@@ -24,11 +24,13 @@ class Command(BaseCommand):
             slug="demo", name="Demo: CISI abstracts", description="Library and information science abstracts (CISI)."
         )
         collection = load_smart(directory)
-        source, job = collection_source(kb=kb, name="CISI collection", documents=collection.documents)
+        _, job = collection_source(kb=kb, name="CISI collection", documents=collection.documents)
         if job is None:
             self.stdout.write("demo knowledge base is up to date")
         else:
-            self.stdout.write(f"demo: ingesting {len(collection.documents)} CISI records as job {job.pk} (jobs --kb demo)")
+            self.stdout.write(
+                f"demo: ingesting {len(collection.documents)} CISI records as job {job.pk} (jobs --kb demo)"
+            )
         key_file: Path = options["key_file"]
         if not key_file.exists():
             _, raw = api_key_create(name="demo", kb_slugs=["demo"], scopes=["search", "ask", "ingest"], rate="50/s")
