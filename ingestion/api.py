@@ -67,7 +67,7 @@ class KnowledgeBaseOutput(serializers.ModelSerializer):
 
 
 class KnowledgeBaseListApi(IngestAPIView):
-    class InputSerializer(serializers.Serializer):
+    class KnowledgeBaseListInput(serializers.Serializer):
         slug = serializers.SlugField(max_length=64)
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True, default="")
@@ -77,11 +77,11 @@ class KnowledgeBaseListApi(IngestAPIView):
     def get(self, request):
         return self.paginate(readable_kbs(request).order_by("slug"), KnowledgeBaseOutput)
 
-    @extend_schema(request=InputSerializer, responses={201: KnowledgeBaseOutput})
+    @extend_schema(request=KnowledgeBaseListInput, responses={201: KnowledgeBaseOutput})
     def post(self, request):
         if not is_staff(request):
             raise PermissionDenied("Only staff may create knowledge bases.")
-        data = self.InputSerializer(data=request.data)
+        data = self.KnowledgeBaseListInput(data=request.data)
         data.is_valid(raise_exception=True)
         kb = kb_create(**data.validated_data)
         return Response(KnowledgeBaseOutput(kb).data, status=status.HTTP_201_CREATED)
@@ -113,7 +113,7 @@ def accepted(job: IngestionJob, request, **extra) -> Response:
 
 
 class SourceListApi(IngestAPIView):
-    class InputSerializer(serializers.Serializer):
+    class SourceListInput(serializers.Serializer):
         kind = serializers.ChoiceField(choices=[SourceKind.TEXT, SourceKind.URL])
         name = serializers.CharField(max_length=200)
         config = serializers.JSONField()
@@ -122,10 +122,10 @@ class SourceListApi(IngestAPIView):
     def get(self, request, slug):
         return self.paginate(source_list(kb=self.get_kb(slug)), SourceOutput)
 
-    @extend_schema(request=InputSerializer, responses={202: SourceOutput})
+    @extend_schema(request=SourceListInput, responses={202: SourceOutput})
     def post(self, request, slug):
         kb = self.get_kb(slug)
-        data = self.InputSerializer(data=request.data)
+        data = self.SourceListInput(data=request.data)
         data.is_valid(raise_exception=True)
         source, job = source_add(kb=kb, **data.validated_data)
         return accepted(job, request, source=SourceOutput(source).data)
@@ -155,14 +155,14 @@ class UploadApi(IngestAPIView):
 
     parser_classes = [MultiPartParser, FormParser]
 
-    class InputSerializer(serializers.Serializer):
+    class UploadInput(serializers.Serializer):
         file = serializers.ListField(child=serializers.FileField(allow_empty_file=True), min_length=1)
         name = serializers.CharField(required=False, allow_blank=True, default="")
 
-    @extend_schema(request=InputSerializer, responses={202: SourceOutput})
+    @extend_schema(request=UploadInput, responses={202: SourceOutput})
     def post(self, request, slug):
         kb = self.get_kb(slug)
-        data = self.InputSerializer(data={"file": request.FILES.getlist("file"), "name": request.data.get("name", "")})
+        data = self.UploadInput(data={"file": request.FILES.getlist("file"), "name": request.data.get("name", "")})
         data.is_valid(raise_exception=True)
         uploads = data.validated_data["file"]
         for upload in uploads:

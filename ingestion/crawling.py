@@ -114,7 +114,6 @@ class HtmlLinks:
     title: str = ""
 
 
-
 class FetchError(Exception):
     """One fetch ended without a usable response; str() is the reason reported to the pipeline."""
 
@@ -405,14 +404,14 @@ class Crawler:
             raise FetchError(f"timeout: no complete response within {deadline:g} s")
 
     async def _request(self, url: str, headers: dict[str, str], document: bool, max_bytes: int):
-        request = self.client.build_request("GET", url, headers=headers, timeout=self.timeouts)
         try:
+            request = self.client.build_request("GET", url, headers=headers, timeout=self.timeouts)
             response = await self.client.send(request, stream=True, follow_redirects=False)
         except AddressRefused as exc:
             raise FetchError(f"refused: {exc}")
         except httpx.TimeoutException:
             raise FetchError(f"timeout after {self.timeout:g} s")
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise FetchError(f"{type(exc).__name__}: {exc}".rstrip(": "))
         try:
             if response.status_code != 200:
@@ -545,9 +544,11 @@ async def crawl(
     limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency)
     transport = GuardedTransport(limits=limits)
     client = (client_factory or default_client)(transport)
+    if client.trust_env:
+        # Environment proxies would be mounted ahead of the guarded transport and dial for us.
+        raise ValueError("client_factory must build its client with trust_env=False")
     async with client:
         crawler = Crawler(config, known, on_page, should_stop, known_body, client)
         await crawler.run()
     crawler.stats.seconds = round(time.monotonic() - started, 3)
     return crawler.stats
-

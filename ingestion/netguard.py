@@ -103,9 +103,7 @@ async def resolve_checked(host: str, port: int, timeout: float | None = None) ->
     """Resolve `host` and return its addresses, raising AddressRefused if any of them is refused."""
     loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM), timeout
-        )
+        infos = await asyncio.wait_for(loop.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM), timeout)
     except TimeoutError:
         raise httpcore.ConnectTimeout(f"resolving {host} timed out")
     except OSError as exc:

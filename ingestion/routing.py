@@ -1,1 +1,5 @@
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from ingestion.consumers import JobProgressConsumer
+
+websocket_urlpatterns = [path("ws/jobs/", JobProgressConsumer.as_asgi())]

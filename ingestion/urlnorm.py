@@ -17,6 +17,7 @@ TRACKING_PARAMS = {"gclid", "fbclid", "mc_cid", "mc_eid", "msclkid", "yclid", "_
 PATH_SAFE = "/%:@!$&'()*+,;=~-._"
 QUERY_SAFE = PATH_SAFE + "?"
 _ESCAPE = re.compile(r"%[0-9a-fA-F]{2}")
+_HOST = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 
 
 def _upper_escapes(text: str) -> str:
@@ -74,6 +75,8 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
         return None
     if ":" in host:
         host = f"[{host}]"
+    elif not _HOST.fullmatch(host):
+        return None
     netloc = host if port in (None, DEFAULT_PORTS[scheme]) else f"{host}:{port}"
     path = remove_dot_segments(_upper_escapes(quote(parts.path or "/", safe=PATH_SAFE)))
     return urlunsplit((scheme, netloc, path, normalize_query(parts.query), ""))

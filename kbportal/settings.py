@@ -155,7 +155,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/dashboard/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 # Security: strict by default when not in debug, as `check --deploy` expects.
 SECURE_SSL = envbool("KB_SECURE_SSL", not DEBUG)
@@ -220,6 +222,9 @@ KB_DEMO_CISI_DIR = envstr("KB_DEMO_CISI_DIR", str(BASE_DIR.parent / "shared" / "
 
 # Search API.
 KB_SEARCH_CACHE_SECONDS = envint("KB_SEARCH_CACHE_SECONDS", 300)
+# The "last good" copy of each result, served (degraded) while the search server is unavailable.
+KB_SEARCH_STALE_SECONDS = envint("KB_SEARCH_STALE_SECONDS", 24 * 3600)
+KB_EMBED_CACHE_SECONDS = envint("KB_EMBED_CACHE_SECONDS", 24 * 3600)
 KB_ANON_RATE = envstr("KB_ANON_RATE", "20/s")
 KB_DEFAULT_KEY_RATE = envstr("KB_DEFAULT_KEY_RATE", "50/s")
 KB_BREAKER_FAILURE_RATIO = envfloat("KB_BREAKER_FAILURE_RATIO", 0.5)
@@ -240,3 +245,5 @@ LOGGING = {
 # Called once when a worker process starts (load models before the first job).
 KB_WORKER_PRELOAD = envlist("KB_WORKER_PRELOAD", "search.embedders.preload_default")
 KB_SERVE_STATIC = envbool("KB_SERVE_STATIC", True)
+# Torch threads per process for the local model (0: torch's default, every core).
+KB_TORCH_THREADS = envint("KB_TORCH_THREADS", 0)

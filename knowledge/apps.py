@@ -7,6 +7,7 @@ class KnowledgeConfig(AppConfig):
 
     def ready(self) -> None:
         from kbportal import health
+        from knowledge import schema  # noqa: F401  (registers the OpenAPI auth extension)
         from knowledge.storage import get_object_store
 
         health.register("object_store", lambda: get_object_store().ping())

@@ -38,7 +38,7 @@ else
   start web "$VENV/bin/uvicorn" kbportal.asgi:application --host "$HOST" --port "$PORT" --workers 2 --no-access-log
 fi
 for n in 1 2; do
-  start "worker-$n" "$PY" manage.py rqworker high default low answers --worker-class kbportal.worker.Worker --with-scheduler
+  KB_TORCH_THREADS="${KB_TORCH_THREADS:-1}" start "worker-$n" "$PY" manage.py rqworker high default low answers --worker-class kbportal.worker.Worker --with-scheduler
 done
 start scheduler "$PY" manage.py rqcron ingestion/cron.py
 

@@ -7,6 +7,6 @@ class SearchConfig(AppConfig):
 
     def ready(self) -> None:
         from kbportal.health import register
-        from search.index import health_check
+        from search.services import search_health
 
-        register("search", health_check)
+        register("search", search_health)  # the search server, its index and the search breaker's state

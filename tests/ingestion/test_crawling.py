@@ -5,6 +5,7 @@ import asyncio
 import itertools
 import time
 
+import httpx
 import pytest
 
 from ingestion.crawling import KnownPage, crawl, parse_html, parse_sitemap
@@ -329,3 +330,23 @@ def test_on_page_exception_aborts_crawl_and_propagates(site):
     with pytest.raises(RuntimeError, match="storage down"):
         asyncio.run(crawl(config, {}, on_page))
     assert site.hits["/a"] == 0
+
+
+def test_client_factory_customises_guarded_client(site):
+    site.html("/")
+
+    def factory(transport):
+        return httpx.AsyncClient(transport=transport, trust_env=False, headers={"Authorization": "Bearer t"})
+
+    run(site, _kwargs={"client_factory": factory})
+    assert site.log[-1][2]["Authorization"] == "Bearer t"
+
+
+def test_client_factory_trusting_environment_proxies_is_rejected(site):
+    config = validate_source_config("url", {"start_urls": [site.url("/")]})
+
+    async def on_page(page):
+        pass
+
+    with pytest.raises(ValueError, match="trust_env=False"):
+        asyncio.run(crawl(config, {}, on_page, client_factory=lambda t: httpx.AsyncClient(transport=t)))

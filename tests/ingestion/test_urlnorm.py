@@ -32,8 +32,18 @@ def test_normalize_url_canonical_spelling(url, base, expected):
 
 
 @pytest.mark.parametrize(
-    "url", ["mailto:a@example.com", "javascript:alert(1)", "ftp://example.com/", "file:///etc/passwd", "http:///x",
-            "http://example.com:99999/", ""],
+    "url",
+    [
+        "mailto:a@example.com",
+        "javascript:alert(1)",
+        "ftp://example.com/",
+        "file:///etc/passwd",
+        "http:///x",
+        "http://example.com:99999/",
+        "",
+        "http://exa mple.com/",
+        "http://a..b/",
+    ],
 )
 def test_normalize_url_rejects_non_http_urls(url):
     assert normalize_url(url) is None

@@ -114,3 +114,15 @@ def test_worker_survives_bad_input_and_indexes_the_rest(kb):
     errors = dict(job.source.documents.values_list("key", "error"))
     assert errors["good.txt"] == ""
     assert all(errors[name] for name in ("empty.txt", "junk.bin", "broken.pdf"))
+
+
+def test_minilm_is_loaded_once_per_worker_process_across_many_jobs(make_kb):
+    kb = make_kb(embedder="minilm")
+    jobs = add_text_sources(kb, 5)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    start_worker("high", burst=True, KB_EMBEDDER="minilm", KB_TORCH_THREADS="1").wait(timeout=300)
+    assert statuses(jobs) == {JobStatus.SUCCEEDED: 5}
+    loads = {k.decode(): int(v) for k, v in client.hgetall("kb:embedder_loads").items()}
+    minilm = {k: v for k, v in loads.items() if k.startswith("minilm:")}
+    assert len(minilm) == 1, loads
+    assert list(minilm.values()) == [1]

@@ -1,0 +1,1 @@
+"""The staff dashboard (server-rendered pages under /dashboard/); live progress comes from ingestion.consumers."""

@@ -1,0 +1,315 @@
+"""The query service the search API, the `search` command and the evaluation share.
+
+`search_knowledge` takes a request from any caller and answers it:
+
+1. one query reads every named knowledge base (existence -> 404, the API key's grant -> 403,
+   generation and embedder);
+2. the result cache is looked up with the normalised request and those generations: a hit returns
+   at once, without touching the search server or the embedder;
+3. on a miss the query vector comes from the embedding cache or the knowledge base's embedder, and
+   `search.query.search` runs through the "search" circuit breaker (one `_msearch` round trip);
+4. when the breaker is open or the search server fails, the last good result for the request is
+   served with `degraded: true`; with none, `ServiceUnavailable` (503 with Retry-After).
+"""
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from datetime import time as dtime
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
+
+from kbportal.breaker import OPEN, CircuitBreaker, CircuitOpen
+from kbportal.errors import ServiceUnavailable
+from knowledge.models import ApiKey, KnowledgeBase
+from search import cache
+from search.client import SearchError, SearchUnavailable
+from search.embedders import get_embedder
+from search.index import health_check
+from search.query import MAX_DEPTH, MAX_SIZE, MODES, SearchRequest, search
+
+MAX_QUERY_CHARS = 1000
+#: Retry-After (seconds) of a 503 when a search failed but the breaker is still closed.
+RETRY_AFTER_SECONDS = 1
+
+
+class SearchRefused(APIException):
+    """The search server rejected the query (a bug or an unsupported input, not an outage)."""
+
+    status_code = 502
+    default_code = "search_refused"
+    default_detail = "The search server refused the query."
+
+
+@dataclass(frozen=True)
+class KbState:
+    slug: str
+    generation: int
+    embedder: str
+
+
+# --- the breaker ---------------------------------------------------------------------------------
+
+_breaker: CircuitBreaker | None = None
+_breaker_policy: tuple | None = None
+
+
+def search_breaker() -> CircuitBreaker:
+    """The process's breaker around search-server calls; its state is shared through Redis.
+
+    Rebuilt when the breaker settings change (tests override them); instances are cheap and every
+    instance named "search" shares the same Redis state anyway.
+    """
+    global _breaker, _breaker_policy
+    policy = (
+        settings.KB_BREAKER_FAILURE_RATIO,
+        settings.KB_BREAKER_MIN_CALLS,
+        settings.KB_BREAKER_WINDOW_SECONDS,
+        settings.KB_BREAKER_OPEN_SECONDS,
+        settings.REDIS_URL,
+    )
+    if _breaker is None or _breaker_policy != policy:
+        _breaker = CircuitBreaker(
+            "search",
+            failure_exceptions=(SearchUnavailable,),
+            # The half-open probe slot must outlive one search call (KB_ES_TIMEOUT).
+            probe_seconds=max(settings.KB_BREAKER_OPEN_SECONDS, settings.KB_ES_TIMEOUT + 1),
+        )
+        _breaker_policy = policy
+    return _breaker
+
+
+def search_health() -> dict:
+    """Readiness check "search": the server answers, the index exists; with the breaker's state."""
+    breaker = search_breaker().state()
+    try:
+        details = health_check()
+    except SearchUnavailable as exc:
+        raise SearchUnavailable(f"{exc} (breaker {breaker['state']})") from exc
+    return {**details, "breaker": breaker}
+
+
+# --- knowledge bases -----------------------------------------------------------------------------
+
+
+def _states_sql() -> str:
+    kb_table = KnowledgeBase._meta.db_table
+    through = ApiKey.knowledge_bases.through._meta
+    key_column = through.get_field("apikey").column
+    kb_column = through.get_field("knowledgebase").column
+    return (
+        f"SELECT kb.slug, kb.generation, kb.embedder, EXISTS (SELECT 1 FROM {through.db_table} g "
+        f"WHERE g.{key_column} = %s AND g.{kb_column} = kb.id) "
+        f"FROM {kb_table} kb WHERE kb.slug = ANY(%s)"
+    )
+
+
+def knowledge_base_states(kb_slugs: list[str], *, api_key: ApiKey | None = None) -> list[KbState]:
+    """The named knowledge bases in the order given, read in one query.
+
+    NotFound for an unknown slug; PermissionDenied when `api_key` is given and lacks one of them.
+    Plain SQL because this runs on every search, cache hits included: the ORM spent more time
+    compiling this query (with its grant subquery) than PostgreSQL spent answering it.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_states_sql(), [api_key.pk if api_key is not None else None, list(kb_slugs)])
+        found = {slug: (generation, embedder, granted) for slug, generation, embedder, granted in cursor.fetchall()}
+    unknown = [slug for slug in kb_slugs if slug not in found]
+    if unknown:
+        raise NotFound(f"No knowledge base {', '.join(map(repr, unknown))}.")
+    if api_key is not None:
+        refused = [slug for slug in kb_slugs if not found[slug][2]]
+        if refused:
+            raise PermissionDenied(f"This API key may not search {', '.join(map(repr, refused))}.")
+    return [KbState(slug, found[slug][0], found[slug][1]) for slug in kb_slugs]
+
+
+# --- the service ---------------------------------------------------------------------------------
+
+
+def _end_of_day(value: date | str | None) -> date | str | None:
+    """`date_to` is inclusive: a bare date means up to the end of that day."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime.combine(value, dtime.max).isoformat(timespec="milliseconds") + "Z"
+    return value
+
+
+def build_request(
+    *,
+    kb_slugs: list[str],
+    query: str,
+    mode: str,
+    sources: list[int | str],
+    tags: list[str],
+    date_from: date | str | None,
+    date_to: date | str | None,
+    page: int,
+    size: int,
+    highlight: bool,
+    collapse: bool,
+    weights: dict[str, float] | None,
+) -> SearchRequest:
+    """A validated, normalised request (sorted, de-duplicated lists; normalised text)."""
+    errors = {}
+    text = cache.normalise_query(query or "")
+    if not text:
+        errors["q"] = "The query must not be empty."
+    elif len(text) > MAX_QUERY_CHARS:
+        errors["q"] = f"The query may have at most {MAX_QUERY_CHARS} characters."
+    if mode not in MODES:
+        errors["mode"] = f"Choose one of {', '.join(MODES)}."
+    if not 1 <= size <= MAX_SIZE:
+        errors["size"] = f"Ensure this value is between 1 and {MAX_SIZE}."
+    elif page < 1 or page * size > MAX_DEPTH:
+        errors["page"] = f"page must be at least 1 and page * size at most {MAX_DEPTH}."
+    if not kb_slugs:
+        errors["kb"] = "Name at least one knowledge base."
+    if errors:
+        raise ValidationError(errors)
+    try:
+        return SearchRequest(
+            query=text,
+            kbs=sorted(set(kb_slugs)),
+            mode=mode,
+            sources=sorted({str(source) for source in sources}),
+            tags=sorted(set(tags)),
+            date_from=date_from,
+            date_to=_end_of_day(date_to),
+            page=page,
+            size=size,
+            highlight=highlight,
+            collapse=collapse,
+            weights=weights,
+        )
+    except ValueError as exc:
+        raise ValidationError(str(exc))
+
+
+def query_vector(embedder_name: str, text: str) -> list[float]:
+    """The query's embedding, from the embedding cache or computed (and cached)."""
+    vector = cache.get_embedding(embedder_name, text)
+    if vector is None:
+        vector = get_embedder(embedder_name).embed([text])[0]
+        cache.store_embedding(embedder_name, text, vector)
+    return vector
+
+
+def _embedder_of(kbs: list[KbState]) -> str:
+    embedders = {kb.embedder for kb in kbs}
+    if len(embedders) > 1:
+        # Vectors of different models live in different spaces: one query vector cannot serve both.
+        raise ValidationError({"kb": "These knowledge bases use different embedders; search them one at a time "
+                                     "or use mode=keyword."})
+    return embedders.pop()
+
+
+def _result_body(result, *, started: float) -> dict:
+    return {
+        "hits": [
+            {
+                "document_id": hit.document_id,
+                "title": hit.title,
+                "source_id": hit.source_id,
+                "kb": hit.kb,
+                "score": hit.score,
+                "snippet": hit.snippet,
+                "position": hit.position,
+                "chunk_id": hit.chunk_id,
+                "url": hit.url,
+                "tags": hit.tags,
+                "ranks": hit.ranks,
+            }
+            for hit in result.hits
+        ],
+        "total": result.total,
+        "total_relation": result.total_relation,
+        "mode": result.mode,
+        "page": result.page,
+        "size": result.size,
+        "took_ms": _elapsed_ms(started),
+        "search_ms": result.took_ms,
+        "degraded": False,
+        "cache": "miss",
+    }
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def _fallback(fresh_key: str, good_key: str, *, started: float, retry_after: float, reason: str) -> dict:
+    cached = cache.get_result(fresh_key) or cache.get_result(good_key)
+    if cached is None:
+        raise ServiceUnavailable(
+            f"Search is unavailable ({reason}) and this query has no cached answer; retry shortly.",
+            retry_after=max(1, math.ceil(retry_after)),
+        )
+    return {**cached, "took_ms": _elapsed_ms(started), "degraded": True, "cache": "hit"}
+
+
+def search_knowledge(
+    *,
+    kb_slugs: list[str],
+    query: str,
+    mode: str = "hybrid",
+    sources: list[int | str] = (),
+    tags: list[str] = (),
+    date_from: date | str | None = None,
+    date_to: date | str | None = None,
+    page: int = 1,
+    size: int = 10,
+    highlight: bool = True,
+    collapse: bool = True,
+    weights: dict[str, float] | None = None,
+    api_key: ApiKey | None = None,
+    use_cache: bool = True,
+) -> dict:
+    """Search knowledge bases; the answer as the API returns it.
+
+    `api_key`: when given, every knowledge base must be granted to it (PermissionDenied otherwise);
+    staff and in-process callers pass None. Raises ValidationError (bad input), NotFound (unknown
+    knowledge base), ServiceUnavailable (search server down and nothing cached), SearchRefused.
+    `took_ms` is this call's time; `search_ms` the search itself when it ran (or when cached, ran).
+    """
+    started = time.perf_counter()
+    request = build_request(
+        kb_slugs=list(kb_slugs), query=query, mode=mode, sources=list(sources), tags=list(tags),
+        date_from=date_from, date_to=date_to, page=page, size=size, highlight=highlight,
+        collapse=collapse, weights=weights,
+    )
+    kbs = knowledge_base_states(request.kbs, api_key=api_key)
+    embedder = _embedder_of(kbs) if mode != "keyword" else ""
+    request_fingerprint = cache.fingerprint({**asdict(request), "embedder": embedder})
+    fresh_key, good_key = cache.result_keys(request_fingerprint, [kb.generation for kb in kbs])
+    if use_cache:
+        cached = cache.get_result(fresh_key)
+        if cached is not None:
+            return {**cached, "took_ms": _elapsed_ms(started), "cache": "hit"}
+
+    breaker = search_breaker()
+    try:
+        vector = None
+        if embedder:
+            vector = cache.get_embedding(embedder, request.query)
+            if vector is None:
+                # Embedding can take milliseconds (MiniLM): do not spend them when the search cannot run.
+                state = breaker.state()
+                if state["state"] == OPEN:
+                    raise CircuitOpen(breaker.name, state["retry_after"])
+                vector = query_vector(embedder, request.query)
+        result = breaker.call(search, request, vector)
+    except CircuitOpen as exc:
+        return _fallback(fresh_key, good_key, started=started, retry_after=exc.retry_after, reason="circuit open")
+    except SearchUnavailable:
+        return _fallback(fresh_key, good_key, started=started, retry_after=RETRY_AFTER_SECONDS,
+                         reason="search server failing")
+    except SearchError as exc:
+        raise SearchRefused(str(exc)[:300])
+    body = _result_body(result, started=started)
+    if use_cache:
+        cache.store_result(fresh_key, good_key, body)
+    return body

@@ -1,0 +1,242 @@
+// Live job progress for the dashboard (no build step: a plain ES module).
+//
+// Elements with data-live-job="ID" or data-live-kb="SLUG [SLUG…]" open /ws/jobs/?job=ID or
+// ?kb=SLUG. The server first sends {"type": "state", "jobs": [...]} (the truth from PostgreSQL),
+// then one {"type": "job", ...} message per progress event. On a dropped connection the socket
+// reconnects with exponential backoff and jitter and resyncs from the new state message, so the
+// page is right after a reconnect. Close codes 44xx mean "do not retry" (signed out, not staff,
+// no such job). Everything on the page is updated in place; focus never moves.
+
+const FINAL = new Set(["succeeded", "failed", "canceled"]);
+const NO_RETRY = new Set([4400, 4401, 4403, 4404]);
+const KIND_LABELS = { sync: "Sync a source", delete_documents: "Delete documents", delete_source: "Delete a source" };
+const BASE_DELAY_MS = 500;
+const MAX_DELAY_MS = 30000;
+
+export function formatEta(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+export function backoffDelay(attempt) {
+  const ceiling = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** attempt);
+  return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+}
+
+/** One WebSocket subscription that reconnects until stopped or refused. */
+export class JobSocket {
+  constructor(query, { onState, onJob, onStatus }) {
+    this.query = query;
+    this.onState = onState;
+    this.onJob = onJob;
+    this.onStatus = onStatus;
+    this.attempt = 0;
+    this.timer = null;
+    this.stopped = false;
+    this.connect();
+    window.addEventListener("online", () => this.reconnectNow());
+  }
+
+  url() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${scheme}//${location.host}/ws/jobs/?${this.query}`;
+  }
+
+  connect() {
+    this.timer = null;
+    this.onStatus("connecting");
+    const ws = new WebSocket(this.url());
+    this.ws = ws;
+    ws.addEventListener("open", () => {
+      this.attempt = 0;
+      this.onStatus("live");
+    });
+    ws.addEventListener("message", (event) => {
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (message.type === "state") this.onState(message);
+      else if (message.type === "job") this.onJob(message);
+    });
+    ws.addEventListener("close", (event) => {
+      if (this.ws !== ws || this.stopped) return;
+      if (NO_RETRY.has(event.code)) {
+        this.stopped = true;
+        this.onStatus("closed", event.code);
+        return;
+      }
+      const delay = backoffDelay(this.attempt);
+      this.attempt += 1;
+      this.onStatus("reconnecting", delay);
+      this.timer = setTimeout(() => this.connect(), delay);
+    });
+  }
+
+  reconnectNow() {
+    if (this.stopped || this.timer === null) return;
+    clearTimeout(this.timer);
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.ws) this.ws.close();
+  }
+}
+
+function field(root, name) {
+  return root.querySelector(`[data-field="${name}"]`);
+}
+
+function setText(root, name, text) {
+  const element = field(root, name);
+  if (element && element.textContent !== String(text)) element.textContent = text;
+}
+
+/** Write one job's state into the element that shows it (a table row or the detail panel). */
+export function renderJob(root, state) {
+  const status = field(root, "status");
+  if (status) {
+    status.textContent = state.status;
+    status.className = `badge badge-${state.status}`;
+  }
+  root.classList.forEach((name) => name.startsWith("status-") && root.classList.remove(name));
+  root.classList.add(`status-${state.status}`);
+  const progress = field(root, "progress");
+  if (progress) {
+    progress.value = state.percent;
+    progress.textContent = `${state.percent}%`;
+  }
+  setText(root, "percent", `${state.percent}%`);
+  setText(root, "stage", state.stage);
+  for (const name of ["done", "total", "failed", "skipped", "attempts"]) setText(root, name, state[name]);
+  setText(root, "rate", `${state.rate} docs/s`);
+  setText(root, "eta", formatEta(state.eta_seconds));
+  const error = field(root, "error");
+  if (error) {
+    error.textContent = state.error || "";
+    error.hidden = !state.error;
+  }
+  const errors = field(root, "recent_errors");
+  if (errors && Array.isArray(state.recent_errors)) {
+    const items = state.recent_errors.map((item) => {
+      const li = document.createElement("li");
+      if (item && typeof item === "object") {
+        const strong = document.createElement("strong");
+        strong.textContent = item.document ?? "";
+        li.append(strong, `: ${item.error ?? ""}`);
+      } else {
+        li.textContent = String(item);
+      }
+      return li;
+    });
+    if (!items.length) {
+      const none = document.createElement("li");
+      none.className = "muted";
+      none.textContent = "None.";
+      items.push(none);
+    }
+    errors.replaceChildren(...items);
+  }
+  const finished = FINAL.has(state.status);
+  root.querySelectorAll("[data-show-when]").forEach((element) => {
+    element.hidden = element.dataset.showWhen === "finished" ? !finished : finished;
+  });
+}
+
+function newRow(container, list, state) {
+  const template = container.querySelector("template[data-job-template]");
+  if (!template) return null;
+  const row = template.content.firstElementChild.cloneNode(true);
+  row.dataset.jobId = state.id;
+  const link = field(row, "link");
+  link.href = `${link.getAttribute("href")}${state.id}/`;
+  link.textContent = `Job ${state.id}`;
+  setText(row, "kind", `${KIND_LABELS[state.kind] || state.kind}${state.source ? ` (source ${state.source})` : ""}`);
+  const created = field(row, "created");
+  if (created && state.created_at) {
+    created.dateTime = state.created_at;
+    created.textContent = new Date(state.created_at).toLocaleTimeString();
+  }
+  field(row, "progress").setAttribute("aria-label", `Job ${state.id} progress`);
+  const tbody = list.tBodies[0];
+  tbody.querySelectorAll("tr.empty").forEach((empty) => empty.remove());
+  tbody.prepend(row);
+  return row;
+}
+
+/** Wire one live region (a job panel or a job list) to its sockets. */
+function attach(container) {
+  const statusBox = container.querySelector("[data-live-status]");
+  const statusText = container.querySelector("[data-live-text]");
+  const announce = container.querySelector("[data-live-announce]");
+  const list = container.querySelector("[data-job-list]");
+  const onlyStatus = container.dataset.liveFilterStatus || "";
+  const page = new URLSearchParams(location.search).get("page");
+  const firstPage = !page || page === "1";
+  const shown = new Map(); // job id -> last status shown, to announce finishes once
+
+  const rootFor = (state) => {
+    if (container.dataset.liveJob) return String(state.id) === container.dataset.liveJob ? container : null;
+    let root = list && list.querySelector(`[data-job-id="${state.id}"]`);
+    if (!root && list && firstPage && (!onlyStatus || onlyStatus === state.status)) root = newRow(container, list, state);
+    return root;
+  };
+
+  const apply = (state, fromEvent) => {
+    const root = rootFor(state);
+    if (!root) return;
+    const before = shown.get(state.id) ?? root.querySelector('[data-field="status"]')?.textContent.trim();
+    // An event never moves a finished job back; a state message (a fresh read) always wins.
+    if (fromEvent && FINAL.has(before) && !FINAL.has(state.status)) return;
+    renderJob(root, state);
+    shown.set(state.id, state.status);
+    if (announce && FINAL.has(state.status) && before !== state.status) {
+      announce.textContent = `Job ${state.id} ${state.status}.`;
+    }
+  };
+
+  const sockets = [];
+  const states = new Map();
+  const showStatus = () => {
+    const values = [...states.values()];
+    let state = "live";
+    if (values.includes("closed")) state = "closed";
+    else if (values.some((value) => value === "reconnecting" || value === "connecting")) state = "reconnecting";
+    if (statusBox) statusBox.dataset.state = state;
+    if (statusText) {
+      statusText.textContent = {
+        live: "Live: progress updates as it happens.",
+        reconnecting: "Connection lost: reconnecting…",
+        closed: "Live updates stopped (signed out or not allowed): reload the page.",
+      }[state];
+    }
+  };
+
+  const queries = container.dataset.liveJob
+    ? [`job=${encodeURIComponent(container.dataset.liveJob)}`]
+    : (container.dataset.liveKb || "").split(/\s+/).filter(Boolean).map((slug) => `kb=${encodeURIComponent(slug)}`);
+  for (const query of queries) {
+    sockets.push(
+      new JobSocket(query, {
+        onState: (message) => message.jobs.forEach((state) => apply(state, false)),
+        onJob: (state) => apply(state, true),
+        onStatus: (status) => {
+          states.set(query, status);
+          showStatus();
+        },
+      }),
+    );
+  }
+  return sockets;
+}
+
+document.querySelectorAll("[data-live-job], [data-live-kb]").forEach((container) => {
+  if (container.dataset.liveJob || container.dataset.liveKb) attach(container);
+});
