@@ -168,9 +168,8 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
         """Send now, coalesce for later, or drop, as the rules in the module docstring say."""
         key = payload.get("id")
         previous = self.sent.get(key)
-        if previous is not None and is_final(previous):
-            if not is_final(payload) or same_state(previous, payload):
-                return  # never move a finished job back, nor repeat its final state
+        if previous is not None and is_final(previous) and (not is_final(payload) or same_state(previous, payload)):
+            return  # never move a finished job back, nor repeat its final state
         if key in self.recheck:
             self.recheck[key] = (time.monotonic() + STALE_AFTER, STALE_AFTER)
         if is_final(payload) or time.monotonic() >= self.last_sent.get(key, 0.0) + MIN_INTERVAL:

@@ -105,6 +105,7 @@ class CrawlStats:
     failed: int = 0  # status 0 other than refusals
     refused: int = 0  # SSRF guard, out-of-scope redirect, robots.txt
     seconds: float = 0.0
+    truncated: bool = False  # max_pages left URLs of the frontier unvisited
 
 
 @dataclass
@@ -293,7 +294,10 @@ class Crawler:
         while True:
             depth, _, url, seed = await self.frontier.get()
             try:
-                if self.should_stop() or self.taken >= self.max_pages or url in self.claimed:
+                if self.should_stop() or url in self.claimed:
+                    continue
+                if self.taken >= self.max_pages:
+                    self.stats.truncated = True
                     continue
                 self.claimed.add(url)
                 self.taken += 1
@@ -528,6 +532,7 @@ async def crawl(
     should_stop: Callable[[], bool] = lambda: False,
     client_factory: Callable[[httpx.AsyncBaseTransport], httpx.AsyncClient] | None = None,
     known_body: Callable[[str, KnownPage], Awaitable[bytes | None]] | None = None,
+    stats: CrawlStats | None = None,
 ) -> CrawlStats:
     """Crawl a URL source (config as validated by knowledge.source_config) and report every page.
 
@@ -538,6 +543,8 @@ async def crawl(
     SSRF-guarded transport, which it must use; redirects are always followed by the crawler itself.
     `known_body(url, known_page)` returns the stored bytes of a page that answered 304, so its links
     are still followed.
+    `stats`, when given, is the CrawlStats the crawl counts into (and returns), so another thread
+    can watch the counters while it runs.
     """
     started = time.monotonic()
     concurrency = int(config.get("concurrency", 8))
@@ -549,6 +556,8 @@ async def crawl(
         raise ValueError("client_factory must build its client with trust_env=False")
     async with client:
         crawler = Crawler(config, known, on_page, should_stop, known_body, client)
+        if stats is not None:
+            crawler.stats = stats
         await crawler.run()
     crawler.stats.seconds = round(time.monotonic() - started, 3)
     return crawler.stats

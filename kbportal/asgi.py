@@ -19,6 +19,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from kbportal.routing import websocket_urlpatterns  # noqa: E402
+from kbportal.worker import run_preload_hooks  # noqa: E402
+
+# Load models now, not in the first request (a cold MiniLM load takes seconds).
+run_preload_hooks()
 
 application = ProtocolTypeRouter(
     {

@@ -233,6 +233,30 @@ KB_BREAKER_WINDOW_SECONDS = envint("KB_BREAKER_WINDOW_SECONDS", 60)
 KB_BREAKER_OPEN_SECONDS = envfloat("KB_BREAKER_OPEN_SECONDS", 30.0)
 KB_HEALTH_TIMEOUT = envfloat("KB_HEALTH_TIMEOUT", 1.5)
 
+# Asking (search.answering): generator, model endpoint, budgets, retention.
+# KB_GENERATOR applies to every knowledge base unless KB_GENERATOR_BY_KB names one ("support=openai").
+KB_GENERATOR = envstr("KB_GENERATOR", "extractive")
+KB_GENERATOR_BY_KB = dict(item.split("=", 1) for item in envlist("KB_GENERATOR_BY_KB"))
+KB_LLM_URL = envstr("KB_LLM_URL", "")
+KB_LLM_MODEL = envstr("KB_LLM_MODEL", "")
+KB_LLM_API_KEY = envstr("KB_LLM_API_KEY", "")
+# Seconds the model may stay silent (connect, first token, between tokens) before the answer fails.
+KB_LLM_TIMEOUT = envfloat("KB_LLM_TIMEOUT", 30.0)
+# Seconds one generation may take in all, however steadily the model trickles tokens.
+KB_LLM_MAX_SECONDS = envfloat("KB_LLM_MAX_SECONDS", 180.0)
+KB_LLM_RETRIES = envint("KB_LLM_RETRIES", 3)
+KB_LLM_RETRY_BASE_SECONDS = envfloat("KB_LLM_RETRY_BASE_SECONDS", 1.0)
+KB_LLM_MAX_TOKENS = envint("KB_LLM_MAX_TOKENS", 512)
+KB_ANSWER_TTL_HOURS = envfloat("KB_ANSWER_TTL_HOURS", 24)
+KB_ANSWER_CONTEXT_TOKENS = envint("KB_ANSWER_CONTEXT_TOKENS", 2000)
+KB_ANSWER_PASSAGES = envint("KB_ANSWER_PASSAGES", 6)
+# Answer tasks hold a short lease: cancellation is noticed at a renewal (a third of the lease).
+KB_ANSWER_LEASE_SECONDS = envint("KB_ANSWER_LEASE_SECONDS", 6)
+KB_ANSWER_MAX_ATTEMPTS = envint("KB_ANSWER_MAX_ATTEMPTS", 3)
+# Streamed text is published to the answer's group at most this often (coalesced in between).
+KB_ANSWER_STREAM_INTERVAL = envfloat("KB_ANSWER_STREAM_INTERVAL", 0.1)
+KB_ANSWER_PURGE_INTERVAL = envint("KB_ANSWER_PURGE_INTERVAL", 3600)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -243,7 +267,7 @@ LOGGING = {
 }
 
 # Called once when a worker process starts (load models before the first job).
-KB_WORKER_PRELOAD = envlist("KB_WORKER_PRELOAD", "search.embedders.preload_default")
+KB_PRELOAD = envlist("KB_PRELOAD", "search.embedders.preload_default")
 KB_SERVE_STATIC = envbool("KB_SERVE_STATIC", True)
 # Torch threads per process for the local model (0: torch's default, every core).
 KB_TORCH_THREADS = envint("KB_TORCH_THREADS", 0)

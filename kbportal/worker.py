@@ -2,7 +2,7 @@
 
 rq's default Worker forks a work horse per job, so a model loaded inside a job would be loaded
 again for every job. This worker runs jobs in its own process (rq's SimpleWorker) and calls the
-KB_WORKER_PRELOAD hooks once at start-up, so the model is loaded once per worker process.
+KB_PRELOAD hooks once at start-up, so the model is loaded once per worker process.
 """
 
 import logging
@@ -16,13 +16,18 @@ from rq.worker import SimpleWorker
 logger = logging.getLogger(__name__)
 
 
+def run_preload_hooks() -> None:
+    """Call the KB_PRELOAD hooks once per process (web and worker start-up)."""
+    for path in settings.KB_PRELOAD:
+        try:
+            import_string(path)()
+        except Exception:
+            logger.exception("preload %s failed; it will load on first use", path)
+
+
 class Worker(SimpleWorker):
     def work(self, *args, **kwargs):
-        for path in settings.KB_WORKER_PRELOAD:
-            try:
-                import_string(path)()
-            except Exception:
-                logger.exception("worker preload %s failed; jobs will load lazily", path)
+        run_preload_hooks()
         return super().work(*args, **kwargs)
 
 

@@ -6,6 +6,8 @@ a staff session at KB_DEFAULT_KEY_RATE, and anything unauthenticated - no key or
 client IP at KB_ANON_RATE, counted before the 401 so guessing keys is limited too.
 """
 
+import logging
+
 from django.conf import settings
 from django.http import QueryDict
 from django_ratelimit.core import get_usage
@@ -18,8 +20,11 @@ from rest_framework.views import APIView
 
 from knowledge.models import KnowledgeBase
 from knowledge.permissions import HasScope, is_staff, request_api_key
+from search.cache import CACHE_ERRORS
 from search.query import MAX_DEPTH, MAX_SIZE, MODES
 from search.services import MAX_QUERY_CHARS, search_knowledge
+
+logger = logging.getLogger(__name__)
 
 LIST_PARAMS = ("kb", "sources", "tags")
 
@@ -41,7 +46,12 @@ def enforce_rate_limit(request) -> None:
 
 
 def _count(request, *, group: str, key, rate: str) -> None:
-    usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
+    try:
+        usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
+    except CACHE_ERRORS as exc:
+        # Redis down: searches can still be answered (the breaker and caches degrade too); fail open.
+        logger.warning("rate limit not applied, counter unavailable: %s", exc)
+        return
     if usage is not None and usage["should_limit"]:
         raise Throttled(wait=max(1, usage["time_left"]))
 

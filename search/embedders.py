@@ -77,7 +77,7 @@ def get_embedder(name: str) -> Embedder:
 
 
 def preload_default() -> None:
-    """Worker start-up hook (KB_WORKER_PRELOAD): load the default embedder before the first job."""
+    """Worker start-up hook (KB_PRELOAD): load the default embedder before the first job."""
     get_embedder(settings.KB_EMBEDDER)
 
 

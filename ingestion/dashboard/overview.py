@@ -10,16 +10,12 @@ from django.db.models import Count, Q, QuerySet, Sum
 from rq import Worker
 
 from ingestion.models import IngestionJob
-from kbportal.breaker import CircuitBreaker
 from kbportal.claiming import JobStatus
 from kbportal.health import run_checks
 from knowledge.models import DocumentStatus, KnowledgeBase
+from search.services import search_breaker
 
 logger = logging.getLogger(__name__)
-
-#: Breakers shown on the overview; every instance with a name shares that breaker's state.
-BREAKERS = ("search",)
-
 
 def kb_summaries() -> QuerySet[KnowledgeBase]:
     """Knowledge bases with `documents` (not deleted) and `chunks` (sum of their chunk counts)."""
@@ -53,7 +49,8 @@ def queue_stats() -> dict:
 
 
 def breaker_states() -> list[dict]:
-    return [CircuitBreaker(name, failure_exceptions=()).state() for name in BREAKERS]
+    """States of the circuit breakers around backing services (shared by every process through Redis)."""
+    return [search_breaker().state()]
 
 
 def system_status() -> dict:

@@ -176,7 +176,8 @@ def test_url_source_with_crawl_settings_is_saved(staff_client, kb):
     config = Source.objects.get(kb=kb, name="Site").config
     assert config["start_urls"] == ["https://example.org/docs/", "https://example.org/blog/"]
     assert (config["max_depth"], config["max_pages"], config["concurrency"], config["delay"]) == (2, 40, 4, 0.5)
-    assert (config["exclude"], config["use_sitemap"], config["allowed_domains"]) == (["/private/"], True, ["example.org"])
+    assert (config["exclude"], config["use_sitemap"]) == (["/private/"], True)
+    assert config["allowed_domains"] == ["example.org"]
 
 
 def test_url_source_errors_land_on_their_fields(staff_client, kb):
@@ -238,7 +239,8 @@ def test_jobs_list_is_filtered_by_status(staff_client, make_job):
 
 
 def test_job_detail_shows_progress_counters_and_recent_errors(staff_client, make_job):
-    job = make_job(done=40, failed=2, total=80, stage="embed", recent_errors=[{"document": "a.pdf", "error": "no text"}])
+    errors = [{"document": "a.pdf", "error": "no text"}]
+    job = make_job(done=40, failed=2, total=80, stage="embed", recent_errors=errors)
     response = staff_client.get(reverse("dashboard:job", args=[job.pk]))
     content = response.content.decode()
     assert 'value="52.5"' in content and "52.5%" in content
@@ -291,7 +293,7 @@ def test_new_api_key_is_shown_once(staff_client, kb):
     )
     full_key = response.context["new_key"]
     key = ApiKey.objects.get(name="ci")
-    assert full_key.startswith(f"kb_{key.prefix}_") and key.matches(full_key.rsplit("_", 1)[1])
+    assert full_key.startswith(f"kb_{key.prefix}_") and key.matches(full_key.split("_", 2)[2])
     assert response["Cache-Control"] == "no-store"
     assert full_key.encode() not in staff_client.get(reverse("dashboard:api-keys")).content
 
@@ -301,7 +303,7 @@ def test_api_key_without_kb_or_scope_shows_the_services_messages(staff_client, k
     assert response.status_code == 400
     assert response.context["form"].errors["kb_slugs"] == ["Give at least one knowledge base."]
     response = staff_client.post(reverse("dashboard:api-keys"), {"name": "ci", "kb_slugs": [kb.slug]})
-    assert "Choose scopes among" in response.context["form"].errors["scopes"][0]
+    assert response.status_code == 400 and response.context["form"].errors["scopes"]
     assert not ApiKey.objects.exists()
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from ingestion.crawling import KnownPage, crawl, parse_html, parse_sitemap
 from knowledge.source_config import validate_source_config
-from tests.ingestion.localsite import LocalSite
+from ingestion.localsite import LocalSite
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from ingestion.netguard import AddressRefused, GuardedBackend, GuardedTransport, address_refusal, resolve_checked
-from tests.ingestion.localsite import LocalSite
+from ingestion.localsite import LocalSite
 
 
 @pytest.mark.parametrize(

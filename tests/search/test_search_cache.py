@@ -88,3 +88,13 @@ def test_service_without_cache_always_searches(kb):
     first = search_knowledge(kb_slugs=[kb.slug], query="sourdough", use_cache=False)
     second = search_knowledge(kb_slugs=[kb.slug], query="sourdough", use_cache=False)
     assert first["cache"] == second["cache"] == "miss"
+
+
+def test_search_still_answers_when_the_cache_redis_is_unreachable(client, kb, settings):
+    headers = bearer([kb.slug])
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": dead}}
+    for _ in range(2):  # rate limit fails open; nothing is cached, so both are misses
+        response = client.get(SEARCH_URL, {"q": "sourdough", "kb": kb.slug}, **headers)
+        assert response.status_code == 200
+        assert (response.json()["cache"], response.json()["hits"][0]["title"]) == ("miss", "Sourdough")

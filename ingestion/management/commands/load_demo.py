@@ -8,6 +8,8 @@ from knowledge.models import KnowledgeBase
 from knowledge.services import api_key_create
 from search.evaluation import load_smart
 
+DEMO_PARTS = 4
+
 
 class Command(BaseCommand):
     help = "Create the demo knowledge base from the CISI collection (once) and a demo API key."
@@ -23,14 +25,18 @@ class Command(BaseCommand):
         kb = KnowledgeBase.objects.filter(slug="demo").first() or kb_create(
             slug="demo", name="Demo: CISI abstracts", description="Library and information science abstracts (CISI)."
         )
-        collection = load_smart(directory)
-        _, job = collection_source(kb=kb, name="CISI collection", documents=collection.documents)
-        if job is None:
+        documents = load_smart(directory).documents
+        # Several sources, so every worker takes a share of the demo at once.
+        size = -(-len(documents) // DEMO_PARTS)
+        jobs = [
+            collection_source(kb=kb, name=f"CISI part {n + 1}", documents=documents[n * size : (n + 1) * size])[1]
+            for n in range(DEMO_PARTS)
+        ]
+        queued = [job.pk for job in jobs if job is not None]
+        if not queued:
             self.stdout.write("demo knowledge base is up to date")
         else:
-            self.stdout.write(
-                f"demo: ingesting {len(collection.documents)} CISI records as job {job.pk} (jobs --kb demo)"
-            )
+            self.stdout.write(f"demo: ingesting {len(documents)} CISI records as jobs {queued} (jobs --kb demo)")
         key_file: Path = options["key_file"]
         if not key_file.exists():
             _, raw = api_key_create(name="demo", kb_slugs=["demo"], scopes=["search", "ask", "ingest"], rate="50/s")

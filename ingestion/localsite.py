@@ -1,5 +1,12 @@
-"""A small web site served on 127.0.0.1 by a thread, for crawler tests (no traffic leaves the machine)."""
+"""A small web site served on 127.0.0.1 by a thread: crawler tests and `manage.py bench_crawl`.
 
+No traffic leaves the machine. Routes are plain callables keyed by request path (query included);
+the site counts hits per path and responses per status, so a test can prove what the crawler asked
+for and what it was answered (200 vs 304 on a re-sync). It imports nothing from Django, so
+`serve_bench_site` can run it in a child process, away from the crawler's GIL.
+"""
+
+import hashlib
 import threading
 import time
 from collections import Counter
@@ -8,6 +15,12 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Route = Callable[["Handler"], None]
+
+WORDS = (
+    "archive catalogue index record metadata retrieval search query relevance ranking document "
+    "library collection citation abstract thesaurus vocabulary taxonomy subject heading keyword "
+    "precision recall evaluation user information system storage access classification scheme"
+).split()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -36,7 +49,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
         self.server.site.count_status(status)
 
-    def log_message(self, *args) -> None:  # keep pytest output clean
+    def log_message(self, *args) -> None:  # keep test and benchmark output clean
         pass
 
 
@@ -98,11 +111,16 @@ class LocalSite:
     def redirect(self, path: str, location: str, status: int = 302) -> None:
         self.routes[path] = lambda h: h.respond(status, b"", "text/plain", {"Location": location})
 
-    def validated(self, path: str, body: str, *, etag: str = "", last_modified: float = 0.0) -> None:
+    def validated(
+        self, path: str, body: str, *, etag: str = "", last_modified: float = 0.0, latency: float = 0.0
+    ) -> None:
         """A page answering 304 when the request's If-None-Match / If-Modified-Since still hold."""
         stamp = formatdate(last_modified, usegmt=True) if last_modified else ""
+        data = body.encode()
 
         def route(h: Handler) -> None:
+            if latency:
+                time.sleep(latency)
             headers = {}
             if etag:
                 headers["ETag"] = etag
@@ -118,6 +136,51 @@ class LocalSite:
                 h.end_headers()
                 self.count_status(304)
             else:
-                h.respond(200, body.encode(), "text/html", headers)
+                h.respond(200, data, "text/html", headers)
 
         self.routes[path] = route
+
+    def article(
+        self, path: str, title: str, text: str, links: list[str] = (), *, validators: bool = True, latency: float = 0.0
+    ) -> None:
+        """An HTML article page (title, paragraphs, links), with an ETag and Last-Modified by default."""
+        paragraphs = "".join(f"<p>{paragraph}</p>" for paragraph in text.split("\n\n"))
+        anchors = "".join(f'<li><a href="{link}">{link}</a></li>' for link in links)
+        body = (
+            f"<html><head><title>{title}</title></head><body><nav><ul>{anchors}</ul></nav>"
+            f"<article><h1>{title}</h1>{paragraphs}</article></body></html>"
+        )
+        etag = f'"{hashlib.sha256(body.encode()).hexdigest()[:16]}"' if validators else ""
+        stamp = 1_700_000_000 if validators else 0.0
+        self.validated(path, body, etag=etag, last_modified=stamp, latency=latency)
+
+
+def article_text(n: int, paragraphs: int = 3) -> str:
+    """A few paragraphs of made-up prose, different for every n (so chunks and hashes differ)."""
+    result = []
+    for p in range(paragraphs):
+        words = [WORDS[(n * 7 + p * 13 + i * i) % len(WORDS)] for i in range(60)]
+        result.append(f"Page {n} part {p}: " + " ".join(words) + f" marker{n}x{p}.")
+    return "\n\n".join(result)
+
+
+def build_bench_site(site: LocalSite, pages: int, latency: float) -> None:
+    """Exactly `pages` HTML pages within two hops: a home page, sections of up to 25 articles,
+    each article linking to three others; every answer (200 or 304) waits `latency` seconds first."""
+    section_count = -(-(pages - 1) // 26)
+    articles = pages - 1 - section_count
+    site.article("/", "Home", "The bench site home page.", [f"/s{n}" for n in range(section_count)], latency=latency)
+    for number in range(section_count):
+        links = [f"/a{m}" for m in range(number * 25, min(number * 25 + 25, articles))]
+        site.article(f"/s{number}", f"Section {number}", f"Section {number} lists articles.", links, latency=latency)
+    for n in range(articles):
+        neighbours = [f"/a{(n * 7 + k) % articles}" for k in range(1, 4)]
+        site.article(f"/a{n}", f"Article {n}", article_text(n), neighbours, latency=latency)
+
+
+def serve_bench_site(pages: int, latency: float, ready) -> None:
+    """Child-process entry point: serve the bench site until killed; send its root URL on `ready`."""
+    site = LocalSite()
+    build_bench_site(site, pages, latency)
+    ready.put(site.root)
+    site.server.serve_forever(poll_interval=0.05)
