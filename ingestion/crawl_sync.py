@@ -32,17 +32,14 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
 from ingestion.crawling import CrawlStats, FetchedPage, KnownPage, crawl
+from ingestion.pipeline import IngestionRunner, RawItem, remove_unreferenced_objects
 from knowledge.models import Document, DocumentStatus, Source
 from knowledge.storage import StorageError, get_object_store
 from search.indexer import delete_document_chunks
-
-if TYPE_CHECKING:
-    from ingestion.pipeline import IngestionRunner
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +58,11 @@ RETIRE_BATCH = 500
 _END = object()
 
 
-def crawl_counters(stats: CrawlStats) -> dict:
-    """The `crawl` part of a job's payload (and of `job_state`)."""
+def crawl_counters() -> dict:
+    """The `crawl` part of a job's payload (and of `job_state`): pages discovered, fetched (200),
+    unchanged (304 or same sha256), indexed, failed, refused, gone (404/410), retired documents."""
     return {
-        "discovered": stats.discovered,
+        "discovered": 0,
         "fetched": 0,
         "unchanged": 0,
         "indexed": 0,
@@ -174,7 +172,7 @@ class UrlSourceSync:
     def run(self) -> None:
         known, object_keys = self.load_known()
         thread = CrawlThread(self.config, known, object_keys)
-        self.counters = crawl_counters(thread.stats)
+        self.counters = crawl_counters()
         self.job.payload = {**self.job.payload, "crawl": self.counters}
         self.thread = thread
         thread.start()
@@ -228,15 +226,14 @@ class UrlSourceSync:
 
     # -- pages -----------------------------------------------------------------------------
     def take_page(self, page: FetchedPage) -> None:
-        from ingestion.pipeline import RawItem
-
         key = page.url[:2000]
         self.reported.add(key)
         if page.status == 200:
             self.counters["fetched"] += 1
             metadata = {"etag": page.etag, "last_modified": page.last_modified}
-            item = RawItem(key=key, data=page.content, content_type=page.content_type, title=page.title_hint,
-                           metadata=metadata)
+            item = RawItem(
+                key=key, data=page.content, content_type=page.content_type, title=page.title_hint, metadata=metadata
+            )
             self.runner.take(self.source, item, self.embedder)
         elif page.status == 304:
             self.job.skipped += 1
@@ -279,8 +276,6 @@ class UrlSourceSync:
 
     def retire(self, documents: list[Document]) -> None:
         """Chunks out of the index first (search never returns them), then bytes, then rows."""
-        from ingestion.pipeline import remove_unreferenced_objects
-
         for start in range(0, len(documents), RETIRE_BATCH):
             batch = documents[start : start + RETIRE_BATCH]
             ids = [doc.pk for doc in batch]

@@ -3,6 +3,13 @@
 from django.conf import settings
 from rq import cron
 
-from ingestion.tasks import sweep_jobs
+from ingestion.tasks import enqueue_due_syncs, sweep_jobs
+from search.tasks import purge_answers
+
+#: Seconds between looks for url sources whose re-sync schedule is due.
+SCHEDULE_INTERVAL = 60
 
 cron.register(sweep_jobs, queue_name="high", interval=settings.KB_SWEEP_INTERVAL, name="sweep-jobs")
+# On the high queue like the sweeper: it only writes rows; the syncs it queues go to "low".
+cron.register(enqueue_due_syncs, queue_name="high", interval=SCHEDULE_INTERVAL, name="enqueue-due-syncs")
+cron.register(purge_answers, queue_name="low", interval=settings.KB_ANSWER_PURGE_INTERVAL, name="purge-answers")

@@ -17,10 +17,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 Route = Callable[["Handler"], None]
 
 WORDS = (
-    "archive catalogue index record metadata retrieval search query relevance ranking document "
-    "library collection citation abstract thesaurus vocabulary taxonomy subject heading keyword "
-    "precision recall evaluation user information system storage access classification scheme"
-).split()
+    "archive", "catalogue", "index", "record", "metadata", "retrieval", "search", "query",
+    "relevance", "ranking", "document", "library", "collection", "citation", "abstract", "thesaurus",
+    "vocabulary", "taxonomy", "subject", "heading", "keyword", "precision", "recall", "evaluation",
+    "user", "information", "system", "storage", "access", "classification", "scheme",
+)  # fmt: skip
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection
 from django.utils import timezone
 
 from ingestion.chunking import chunk_text
@@ -27,11 +28,24 @@ from knowledge.models import Document, DocumentStatus, Source, SourceKind
 from knowledge.storage import ObjectNotFound, StorageError, get_object_store, sha256_hex
 from search.client import SearchUnavailable
 from search.embedders import EmbeddingUnavailable, get_embedder
-from search.indexer import bulk_upsert, chunk_id, delete_document_chunks, delete_source_chunks, delete_stale_chunks
+from search.indexer import bulk_upsert, delete_document_chunks, delete_source_chunks, delete_stale_chunks
 
 logger = logging.getLogger(__name__)
 
 TRANSIENT = (StorageError, SearchUnavailable, EmbeddingUnavailable)
+INDEXED_FIELDS = [
+    "status",
+    "error",
+    "chunk_count",
+    "indexed_at",
+    "updated_at",
+    "title",
+    "sha256",
+    "object_key",
+    "size",
+    "content_type",
+    "metadata",
+]
 
 
 @dataclass
@@ -53,7 +67,7 @@ class PreparedDocument:
 
 
 def source_items(source: Source) -> Iterator[RawItem]:
-    """Fetch stage for text and file sources (url sources are crawled, see `crawl_items`)."""
+    """Fetch stage for text and file sources (url sources are crawled, see `ingestion.crawl_sync`)."""
     if source.kind == SourceKind.TEXT:
         yield RawItem(key="text", data=source.config["text"].encode(), content_type="text/plain", title=source.name)
     elif source.kind == SourceKind.FILE:
@@ -69,6 +83,8 @@ def source_items(source: Source) -> Iterator[RawItem]:
 def source_item_count(source: Source) -> int:
     if source.kind == SourceKind.FILE:
         return len(source.config["files"])
+    if source.kind == SourceKind.URL:
+        return 0  # unknown until crawled: grows with the pages discovered
     return 1
 
 
@@ -82,6 +98,11 @@ class IngestionRunner(JobRunner):
         self.pending: list[PreparedDocument] = []
         self.pending_chunks = 0
         self.batch_size = settings.KB_EMBED_BATCH
+        #: The source's documents by key, loaded once per run (no query per document).
+        self.known: dict[str, Document] = {}
+        #: Indexing of the previous batch runs here while the next batch embeds.
+        self.indexer: ThreadPoolExecutor | None = None
+        self.indexing: Future | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def run(self) -> None:
@@ -108,6 +129,7 @@ class IngestionRunner(JobRunner):
             "failed": job.failed,
             "skipped": job.skipped,
             "recent_errors": job.recent_errors[-20:],
+            "payload": job.payload,
         }
 
     def on_finish(self, status: str) -> None:
@@ -131,6 +153,7 @@ class IngestionRunner(JobRunner):
             failed=job.failed,
             skipped=job.skipped,
             recent_errors=job.recent_errors[-20:],
+            payload=job.payload,
             updated_at=timezone.now(),
         )
         self.progress.publish(job_state(job))
@@ -138,9 +161,20 @@ class IngestionRunner(JobRunner):
     def record_failure(self, document: Document | None, key: str, reason: str) -> None:
         self.job.failed += 1
         self.job.recent_errors = [*self.job.recent_errors[-19:], {"document": key, "error": reason[:500]}]
-        if document is not None:
+        if document is None:
+            return
+        document.status = DocumentStatus.FAILED
+        document.error = reason[:2000]
+        if document.pk is None:
+            document.save()
+        else:
             Document.objects.filter(pk=document.pk).update(
-                status=DocumentStatus.FAILED, error=reason[:2000], updated_at=timezone.now()
+                status=DocumentStatus.FAILED,
+                error=document.error,
+                sha256=document.sha256,
+                object_key=document.object_key,
+                size=document.size,
+                updated_at=timezone.now(),
             )
 
     # -- sync ----------------------------------------------------------------------------
@@ -153,13 +187,27 @@ class IngestionRunner(JobRunner):
         self.job.total = source_item_count(source)
         self.set_stage(Stage.FETCH)
         self.check()
+        self.known = {doc.key: doc for doc in source.documents.all()}
+        self.indexer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"index-{self.job.pk}")
         try:
-            for item in source_items(source):
-                self.take(source, item, embedder)
+            if source.kind == SourceKind.URL:
+                from ingestion.crawl_sync import crawl_source  # it builds on this module
+
+                crawl_source(self, source, embedder)
+            else:
+                for item in source_items(source):
+                    self.take(source, item, embedder)
             self.flush(embedder)
+            self.wait_for_indexing()
         except TRANSIENT as exc:
+            self.settle_indexing()
             self.save_progress()
             raise TransientError(f"{type(exc).__name__}: {exc}")
+        except BaseException:
+            self.settle_indexing()
+            raise
+        finally:
+            self.indexer.shutdown(wait=True)
 
     def take(self, source: Source, item: RawItem, embedder) -> None:
         """Prepare one fetched document, flushing a batch when enough chunks are waiting."""
@@ -174,8 +222,14 @@ class IngestionRunner(JobRunner):
 
     def prepare(self, source: Source, item: RawItem) -> PreparedDocument | None:
         sha = sha256_hex(item.data)
-        document, _ = Document.objects.get_or_create(source=source, key=item.key[:2000])
+        key = item.key[:2000]
+        document = self.known.get(key)
+        if document is None:
+            document = self.known[key] = Document(source=source, key=key)
         if document.sha256 == sha and document.status == DocumentStatus.INDEXED:
+            if any(document.metadata.get(name) != value for name, value in item.metadata.items()):
+                # Same bytes, new validators (a url source's ETag / Last-Modified): keep them.
+                Document.objects.filter(pk=document.pk).update(metadata={**document.metadata, **item.metadata})
             self.job.skipped += 1
             return None
         if not item.data:
@@ -185,7 +239,7 @@ class IngestionRunner(JobRunner):
         try:
             extracted = extract(item.data, item.content_type, item.key)
         except ExtractionError as exc:
-            Document.objects.filter(pk=document.pk).update(sha256=sha, object_key=object_key, size=len(item.data))
+            document.sha256, document.object_key, document.size = sha, object_key, len(item.data)
             self.record_failure(document, item.key, str(exc))
             return None
         title = (item.title or extracted.title or item.key)[:500]
@@ -203,10 +257,8 @@ class IngestionRunner(JobRunner):
         now = timezone.now().isoformat()
         bodies = [
             {
-                "_id": chunk_id(document.pk, chunk.position),
                 "kb": source.kb.slug,
                 "source": str(source.pk),
-                "document": str(document.pk),
                 "tags": item.metadata.get("tags", []),
                 "title": title,
                 "url": item.key,
@@ -219,36 +271,67 @@ class IngestionRunner(JobRunner):
         return PreparedDocument(document, previous_chunk_count, bodies)
 
     def flush(self, embedder) -> None:
-        """Embed, index and mark one batch of documents; then check lease and cancel."""
+        """Embed one batch and hand it to the indexing thread; then check lease and cancel.
+
+        At most one batch is being indexed while the next one embeds: the embedder (CPU) and
+        the search server and database (I/O) work at the same time, and an indexing error
+        surfaces at the next batch boundary.
+        """
         if not self.pending:
-            self.save_progress()
+            self.wait_for_indexing()
             self.check()
             return
         batch, self.pending, self.pending_chunks = self.pending, [], 0
+        new_documents = [prepared.document for prepared in batch if prepared.document.pk is None]
+        if new_documents:
+            Document.objects.bulk_create(new_documents)  # PostgreSQL returns the new ids
+        for prepared in batch:
+            for body in prepared.chunks:
+                body["document"] = str(prepared.document.pk)
         bodies = [body for prepared in batch for body in prepared.chunks]
         self.set_stage(Stage.EMBED)
         vectors = embedder.embed([f"{body['title']}\n{body['content']}" for body in bodies])
         for body, vector in zip(bodies, vectors, strict=True):
             body["embedding"] = vector
-        self.job.stage = Stage.INDEX
-        bulk_upsert(bodies)
-        for prepared in batch:
-            if prepared.previous_chunk_count > len(prepared.chunks):
-                delete_stale_chunks(prepared.document.pk, len(prepared.chunks))
-        now = timezone.now()
-        with transaction.atomic():
-            for prepared in batch:
-                doc = prepared.document
-                doc.status = DocumentStatus.INDEXED
-                doc.chunk_count = len(prepared.chunks)
-                doc.error = ""
-                doc.indexed_at = now
-                doc.save()
-        self.job.done += len(batch)
-        self.job.kb.bump_generation()
+        self.wait_for_indexing()
+        self.indexing = self.indexer.submit(self.index_batch, batch, bodies)
         self.job.stage = Stage.FETCH
-        self.save_progress()
         self.check()
+
+    def index_batch(self, batch: list[PreparedDocument], bodies: list[dict]) -> int:
+        """Indexing thread: write chunks, drop stale ones, mark the documents indexed."""
+        try:
+            # wait_for: the batch is searchable before the generation bump invalidates caches.
+            bulk_upsert(bodies, refresh="wait_for")
+            for prepared in batch:
+                if prepared.previous_chunk_count > len(prepared.chunks):
+                    delete_stale_chunks(prepared.document.pk, len(prepared.chunks))
+            now = timezone.now()
+            documents = [prepared.document for prepared in batch]
+            for prepared in batch:
+                document = prepared.document
+                document.status, document.error = DocumentStatus.INDEXED, ""
+                document.chunk_count, document.indexed_at, document.updated_at = len(prepared.chunks), now, now
+            Document.objects.bulk_update(documents, INDEXED_FIELDS)
+            self.job.kb.bump_generation()
+            return len(batch)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def wait_for_indexing(self) -> None:
+        """Collect the batch in flight (raising its error) and publish the new count."""
+        if self.indexing is None:
+            return
+        future, self.indexing = self.indexing, None
+        self.job.done += future.result()
+        self.save_progress()
+
+    def settle_indexing(self) -> None:
+        """On the way out after an error: let the batch in flight finish, count it if it did."""
+        try:
+            self.wait_for_indexing()
+        except Exception:
+            logger.warning("job %s: the last batch failed to index", self.job.pk, exc_info=True)
 
     # -- deletes -------------------------------------------------------------------------
     def run_delete_documents(self, document_ids: list[int]) -> None:

@@ -153,6 +153,8 @@ def job_state(job: IngestionJob) -> dict:
         "attempts": job.attempts,
         "error": job.error,
         "recent_errors": job.recent_errors[-10:],
+        # Page counters of a url source's sync (ingestion.crawl_sync), else None.
+        "crawl": (job.payload or {}).get("crawl"),
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }

@@ -1,5 +1,7 @@
 """rq entry points. Each body is gated on its PostgreSQL row (see kbportal.claiming)."""
 
+from datetime import timedelta
+
 from kbportal.claiming import sweep
 
 
@@ -10,7 +12,43 @@ def run_ingestion_job(job_id: int) -> str | None:
 
 
 def sweep_jobs() -> dict:
-    """Re-enqueue jobs Redis forgot and jobs whose worker died (run by the cron scheduler)."""
-    from ingestion.models import IngestionJob
+    """Re-enqueue jobs Redis forgot and jobs whose worker died (run by the cron scheduler).
 
-    return sweep(IngestionJob)
+    Covers ingestion jobs and answer tasks; the counts are summed over both.
+    """
+    from ingestion.models import IngestionJob
+    from search.tasks import sweep_answers
+
+    counts = sweep(IngestionJob)
+    for name, count in sweep_answers().items():
+        counts[name] = counts.get(name, 0) + count
+    return counts
+
+
+def enqueue_due_syncs() -> list[int]:
+    """Queue a low-priority sync of every enabled url source whose schedule is due (run by cron).
+
+    Due: `schedule_hours` is set and the source was never synced or last synced longer ago than
+    that. A source with a sync queued or running gets no second one (`job_create` returns the
+    active job), so a slow crawl is never doubled by the scheduler. Returns the queued jobs' ids.
+    """
+    from django.utils import timezone
+
+    from ingestion.models import IngestionJob, JobKind
+    from ingestion.services import ACTIVE_STATUSES, source_sync
+    from kbportal.claiming import Priority
+    from knowledge.models import Source, SourceKind
+
+    now = timezone.now()
+    created = []
+    for source in Source.objects.filter(kind=SourceKind.URL, enabled=True).select_related("kb"):
+        hours = source.config.get("schedule_hours")
+        if not hours:
+            continue
+        if source.last_synced_at and now - source.last_synced_at < timedelta(hours=float(hours)):
+            continue
+        active = IngestionJob.objects.filter(source=source, kind=JobKind.SYNC, status__in=ACTIVE_STATUSES)
+        if active.exists():
+            continue
+        created.append(source_sync(source=source, priority=Priority.LOW).pk)
+    return created

@@ -321,9 +321,14 @@ class JobRunner:
         return {}
 
     @classmethod
+    def default_lease_seconds(cls) -> int:
+        """Lease of this kind of job; a short one makes cancellation noticed sooner (renewed at 1/3)."""
+        return settings.KB_JOB_LEASE_SECONDS
+
+    @classmethod
     def execute(cls, pk: int, owner: str | None = None, lease_seconds: int | None = None) -> str | None:
         """rq entry point body: claim, run, finish. Returns the final status, or None if not claimed."""
-        lease_seconds = lease_seconds or settings.KB_JOB_LEASE_SECONDS
+        lease_seconds = lease_seconds or cls.default_lease_seconds()
         job = claim(cls.model, pk, owner or worker_identity(), lease_seconds)
         if job is None:
             return None

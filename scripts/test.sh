@@ -5,6 +5,8 @@ source "$(dirname "$0")/lib.sh"
 ensure_venv
 ensure_postgres
 ensure_redis
+# The dashboard's browser test drives Debian's chromium through Playwright.
+command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 export KB_DATABASE_URL="${KB_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/kbportal_tests}"
 export KB_REDIS_URL="${KB_TEST_REDIS_URL:-redis://127.0.0.1:6379/13}"
 export KB_ES_URL="${KB_TEST_ES_URL:-http://127.0.0.1:9201}"

@@ -29,20 +29,23 @@ logger = logging.getLogger(__name__)
 LIST_PARAMS = ("kb", "sources", "tags")
 
 
-def enforce_rate_limit(request) -> None:
-    """Count this request against its caller's limit; Throttled (429 + Retry-After) when over it."""
+def enforce_rate_limit(request, *, counter: str = "search") -> None:
+    """Count this request against its caller's limit; Throttled (429 + Retry-After) when over it.
+
+    `counter` names the budget: each API (search, ask) counts separately at the same rates.
+    """
     try:
         user = request.user  # authenticates; a bad key raises here
     except AuthenticationFailed:
-        _count(request, group="search:anon", key="ip", rate=settings.KB_ANON_RATE)
+        _count(request, group=f"{counter}:anon", key="ip", rate=settings.KB_ANON_RATE)
         raise
     api_key = request_api_key(request)
     if api_key is not None:
-        _count(request, group="search:key", key=lambda group, req: api_key.prefix, rate=api_key.rate)
+        _count(request, group=f"{counter}:key", key=lambda group, req: api_key.prefix, rate=api_key.rate)
     elif user.is_authenticated:
-        _count(request, group="search:user", key="user", rate=settings.KB_DEFAULT_KEY_RATE)
+        _count(request, group=f"{counter}:user", key="user", rate=settings.KB_DEFAULT_KEY_RATE)
     else:
-        _count(request, group="search:anon", key="ip", rate=settings.KB_ANON_RATE)
+        _count(request, group=f"{counter}:anon", key="ip", rate=settings.KB_ANON_RATE)
 
 
 def _count(request, *, group: str, key, rate: str) -> None:

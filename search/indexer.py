@@ -57,7 +57,7 @@ def forget_ensured() -> None:
     _ensured.clear()
 
 
-def bulk_upsert(chunks: Iterable[dict], *, refresh: bool = False) -> int:
+def bulk_upsert(chunks: Iterable[dict], *, refresh: bool | str = False) -> int:
     """Index (create or overwrite) chunks under `chunk_id(document, position)`; return how many.
 
     Raises SearchUnavailable when Elasticsearch cannot take the writes now (connection error,

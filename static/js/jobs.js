@@ -108,12 +108,13 @@ export function renderJob(root, state) {
   }
   root.classList.forEach((name) => name.startsWith("status-") && root.classList.remove(name));
   root.classList.add(`status-${state.status}`);
+  const percent = `${Number(state.percent).toFixed(1)}%`;
   const progress = field(root, "progress");
   if (progress) {
     progress.value = state.percent;
-    progress.textContent = `${state.percent}%`;
+    progress.textContent = percent;
   }
-  setText(root, "percent", `${state.percent}%`);
+  setText(root, "percent", percent);
   setText(root, "stage", state.stage);
   for (const name of ["done", "total", "failed", "skipped", "attempts"]) setText(root, name, state[name]);
   setText(root, "rate", `${state.rate} docs/s`);

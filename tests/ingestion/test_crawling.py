@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from ingestion.crawling import KnownPage, crawl, parse_html, parse_sitemap
-from knowledge.source_config import validate_source_config
 from ingestion.localsite import LocalSite
+from knowledge.source_config import validate_source_config
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from ingestion.netguard import AddressRefused, GuardedBackend, GuardedTransport, address_refusal, resolve_checked
 from ingestion.localsite import LocalSite
+from ingestion.netguard import AddressRefused, GuardedBackend, GuardedTransport, address_refusal, resolve_checked
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,60 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from ingestion import crawl_bench as bench
+
+
+class Command(BaseCommand):
+    help = "Benchmark url-source syncs on a local site: concurrency 1 vs 16 next to the bare crawler, and a re-sync."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--pages", type=int, default=500, help="pages on the local site")
+        parser.add_argument("--latency", type=float, default=0.02, help="server latency per answer, seconds")
+        parser.add_argument("--embedder", default="hashing")
+        parser.add_argument("--concurrency", type=int, nargs=2, default=[1, 16], metavar=("LOW", "HIGH"))
+
+    def handle(self, *args, **options):
+        pages, embedder = options["pages"], options["embedder"]
+        low, high = options["concurrency"]
+        if pages < 2:
+            raise CommandError("--pages must be at least 2.")
+        self.stdout.write(f"local site: {pages} pages, {1000 * options['latency']:.0f} ms latency, embedder {embedder}")
+        self.stdout.write(f"{'run':<24} {'conc':>4} {'pages':>6} {'seconds':>8} {'pages/s':>8}  {'vs engine':>9}  note")
+        try:
+            with bench.BenchSite(pages, options["latency"]) as site:
+                rows = {}
+                for concurrency in (low, high):
+                    engine = bench.bench_engine(site.root, pages, concurrency)
+                    self.row(engine)
+                    pipeline, source, job = bench.bench_pipeline(site.root, pages, concurrency, embedder)
+                    self.row(pipeline, engine)
+                    rows[concurrency] = (engine, pipeline, source, job)
+                resync, again = bench.bench_resync(rows[high][2])
+                self.row(resync, rows[high][0])
+            self.summary(rows, low, high, resync, again, pages)
+        finally:
+            bench.drop_bench_kbs()
+
+    def row(self, row, engine=None) -> None:
+        share = f"{100 * row.pages_per_second / engine.pages_per_second:8.1f}%" if engine else f"{'':>9}"
+        self.stdout.write(
+            f"{row.name:<24} {row.concurrency:>4} {row.pages:>6} {row.seconds:8.2f} {row.pages_per_second:8.1f}"
+            f"  {share}  {row.note}"
+        )
+
+    def summary(self, rows, low, high, resync, again, pages) -> None:
+        (engine_low, pipeline_low, *_), (engine_high, pipeline_high, _, first) = rows[low], rows[high]
+        speedup = pipeline_high.pages_per_second / pipeline_low.pages_per_second
+        engine_speedup = engine_high.pages_per_second / engine_low.pages_per_second
+        self.stdout.write(
+            f"pipeline concurrency {high} vs {low}: {speedup:.1f}x (goal >= 8x; crawl engine alone {engine_speedup:.1f}x)"
+        )
+        share = 100 * resync.seconds / pipeline_high.seconds
+        self.stdout.write(
+            f"re-sync of the unchanged site: {resync.seconds:.2f} s = {share:.1f}% of the first sync at concurrency "
+            f"{high} (goal <= 10%)"
+        )
+        embedded = "0 (none)" if again.done == 0 else f"{again.done} documents re-embedded"
+        self.stdout.write(
+            f"embedding during the re-sync: {embedded}; {again.skipped} of {pages} pages unchanged "
+            f"(304s: {(again.payload.get('crawl') or {}).get('unchanged', 0)}), first sync indexed {first.done}"
+        )
