@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 import threading
 import time
@@ -30,7 +29,7 @@ from ingestion.extraction import extract
 from ingestion.models import IngestionJob
 from ingestion.pipeline import IngestionRunner
 from ingestion.services import collection_source, kb_create
-from kbportal.worker import start_worker_process
+from kbportal.worker import process_environment, start_worker_process
 from knowledge.models import KnowledgeBase
 from search.embedders import get_embedder
 from search.evaluation import CollectionDocument
@@ -86,13 +85,6 @@ def bench_inline_pipeline(embedder_name: str, documents: list[CollectionDocument
     return Measurement("pipeline, 1 process", seconds, job.done, f"job {job.status}")
 
 
-def worker_environment() -> dict[str, str]:
-    db = settings.DATABASES["default"]
-    env = dict(os.environ)
-    env["KB_DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    return env
-
-
 def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -108,7 +100,7 @@ def bench_workers(
     kb = fresh_kb(embedder_name, f"w{workers}")
     queue = django_rq.get_queue("default")
     before = {w.name for w in RqWorker.all(connection=queue.connection)}
-    processes = [start_worker_process(("high", "default", "low"), worker_environment()) for _ in range(workers)]
+    processes = [start_worker_process(("high", "default", "low"), process_environment()) for _ in range(workers)]
     extra = None
     try:
         # Workers register after their preload (model loaded), so timing excludes model loading.

@@ -6,6 +6,7 @@ KB_PRELOAD hooks once at start-up, so the model is loaded once per worker proces
 """
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -29,6 +30,18 @@ class Worker(SimpleWorker):
     def work(self, *args, **kwargs):
         run_preload_hooks()
         return super().work(*args, **kwargs)
+
+
+def process_environment(**extra: str) -> dict[str, str]:
+    """This process's environment, pinned to the database it is using (tests use a test database)."""
+    db = settings.DATABASES["default"]
+    env = dict(os.environ)
+    env["KB_DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env["KB_REDIS_URL"] = settings.REDIS_URL
+    env["KB_ES_URL"] = settings.KB_ES_URL
+    env["KB_ES_INDEX"] = settings.KB_ES_INDEX
+    env.update(extra)
+    return env
 
 
 def start_worker_process(

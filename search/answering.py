@@ -25,7 +25,6 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.utils import timezone
 
 from kbportal.claiming import JobRunner, JobStatus, TransientError
 from kbportal.errors import ServiceUnavailable

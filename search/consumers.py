@@ -126,9 +126,7 @@ class AnswerConsumer(AsyncJsonWebsocketConsumer):
         kind = payload.get("type")
         if kind == "token":
             await self.relay_text(payload["offset"], payload["text"])
-        elif kind == "state":
-            await self.send_state(payload)
-        elif kind == "answer":
+        elif kind in ("state", "answer"):
             await self.send_state(payload)
 
     async def relay_text(self, offset: int, text: str) -> None:

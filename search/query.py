@@ -216,17 +216,23 @@ def _to_hit(hit: dict, score: float, ranks: dict[str, int]) -> SearchHit:
     )
 
 
-def search(request: SearchRequest, query_vector: list[float] | None = None) -> SearchResult:
-    """Run the request in one `_msearch` round trip; raise SearchUnavailable when Elasticsearch can't answer."""
-    if request.mode != "keyword" and not query_vector:
-        raise ValueError(f"{request.mode} search needs a query vector")
-    started = time.perf_counter()
+def search_bodies(request: SearchRequest, query_vector: list[float] | None) -> dict[str, dict]:
+    """The `_msearch` bodies of a request by ranking name (keyword: BM25, semantic: kNN)."""
     filters = build_filters(request)
     bodies: dict[str, dict] = {}
     if request.mode in ("hybrid", "keyword"):
         bodies["keyword"] = keyword_body(request, filters)
     if request.mode in ("hybrid", "semantic"):
         bodies["semantic"] = semantic_body(request, filters, query_vector)
+    return bodies
+
+
+def search(request: SearchRequest, query_vector: list[float] | None = None) -> SearchResult:
+    """Run the request in one `_msearch` round trip; raise SearchUnavailable when Elasticsearch can't answer."""
+    if request.mode != "keyword" and not query_vector:
+        raise ValueError(f"{request.mode} search needs a query vector")
+    started = time.perf_counter()
+    bodies = search_bodies(request, query_vector)
     searches: list[dict] = []
     for body in bodies.values():
         searches.extend([{}, body])

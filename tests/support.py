@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 from django.conf import settings
 
-from kbportal.worker import start_worker_process
+from kbportal.worker import process_environment, start_worker_process
 from search.embedders import HashingEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,19 +41,12 @@ def embedded_texts() -> list[str]:
 
 def worker_env(**extra: str) -> dict[str, str]:
     """Environment for a worker process that sees this test run's database and Redis."""
-    db = settings.DATABASES["default"]
-    env = dict(os.environ)
-    env.update(
-        KB_DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        KB_REDIS_URL=settings.REDIS_URL,
-        KB_ES_URL=settings.KB_ES_URL,
-        KB_ES_INDEX=settings.KB_ES_INDEX,
-        KB_EXTRA_EMBEDDERS="counting=tests.support.CountingEmbedder",
-        KB_JOB_LEASE_SECONDS=str(settings.KB_JOB_LEASE_SECONDS),
-        PYTHONPATH=str(ROOT),
-    )
-    env.update(extra)
-    return env
+    defaults = {
+        "KB_EXTRA_EMBEDDERS": "counting=tests.support.CountingEmbedder",
+        "KB_JOB_LEASE_SECONDS": str(settings.KB_JOB_LEASE_SECONDS),
+        "PYTHONPATH": str(ROOT),
+    }
+    return process_environment(**{**defaults, **extra})
 
 
 def start_worker(*queues: str, burst: bool = False, **extra_env: str) -> subprocess.Popen:

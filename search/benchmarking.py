@@ -1,0 +1,175 @@
+"""`manage.py bench_search`: the search API against the direct search-server call, same run.
+
+The reference is the same `_msearch` the API sends (same bodies, same query vectors), sent
+with the elasticsearch client straight to the search server. A "miss" is a result-cache miss
+with the query embedding already cached (the embedding cache is warmed first), so the
+difference to the direct call is what the API itself adds: auth, rate limit, cache lookups,
+fusion, serialisation and the HTTP server. "cold" also computes the embedding.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+from django.conf import settings
+from elasticsearch import Elasticsearch
+
+from kbportal.worker import process_environment
+from knowledge.models import Document, KnowledgeBase
+from search.index import alias_name
+from search.query import search_bodies
+from search.services import build_request, query_vector
+
+
+@dataclass
+class LoadResult:
+    target: str
+    cache: str
+    concurrency: int
+    latencies: list[float]
+    seconds: float
+    errors: int = 0
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def row(self) -> str:
+        return (
+            f"{self.target:<18} {self.cache:<6} {self.concurrency:>4} {len(self.latencies):>6} "
+            f"{self.percentile(0.5):9.1f} {self.percentile(0.95):9.1f} {self.percentile(0.99):9.1f} "
+            f"{self.rps:9.1f} {self.errors:>6}"
+        )
+
+
+HEADER = "{:<18} {:<6} {:>4} {:>6} {:>9} {:>9} {:>9} {:>9} {:>6}".format(
+    "target", "cache", "conc", "n", "p50 ms", "p95 ms", "p99 ms", "req/s", "errors"
+)
+
+
+def sample_queries(kb: KnowledgeBase, count: int) -> list[str]:
+    """Distinct document titles of the knowledge base: realistic, and each one matches something."""
+    titles = Document.objects.filter(source__kb=kb, status="indexed").exclude(title="")
+    return list(dict.fromkeys(titles.order_by("id").values_list("title", flat=True)[: count * 2]))[:count]
+
+
+def run_load(call: Callable[[int], None], total: int, concurrency: int) -> tuple[list[float], float, int]:
+    """Call `call(i)` for i in range(total) from `concurrency` threads; latencies in ms."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        nonlocal errors
+        started = time.perf_counter()
+        try:
+            call(i)
+        except Exception:
+            with lock:
+                errors += 1
+            return
+        elapsed = (time.perf_counter() - started) * 1000
+        with lock:
+            latencies.append(elapsed)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(total)))
+    return latencies, time.perf_counter() - started, errors
+
+
+def direct_searches(kb: KnowledgeBase, queries: list[str], mode: str) -> list[list[dict]]:
+    searches = []
+    for query in queries:
+        request = build_request(
+            kb_slugs=[kb.slug],
+            query=query,
+            mode=mode,
+            sources=[],
+            tags=[],
+            date_from=None,
+            date_to=None,
+            page=1,
+            size=10,
+            highlight=True,
+            collapse=True,
+            weights=None,
+        )
+        vector = query_vector(kb.embedder, request.query) if mode != "keyword" else None
+        bodies = search_bodies(request, vector)
+        searches.append([part for body in bodies.values() for part in ({}, body)])
+    return searches
+
+
+def bench_direct(searches: list[list[dict]], total: int, concurrency: int) -> LoadResult:
+    client = Elasticsearch(settings.KB_ES_URL, request_timeout=60, connections_per_node=max(concurrency, 10))
+    alias = alias_name()
+
+    def call(i: int) -> None:
+        client.msearch(index=alias, searches=searches[i % len(searches)])
+
+    latencies, seconds, errors = run_load(call, total, concurrency)
+    client.close()
+    return LoadResult("direct (es client)", "-", concurrency, latencies, seconds, errors)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(kind: str, port: int) -> subprocess.Popen:
+    """One server process of `kind` (uvicorn or daphne) serving the ASGI app on `port`."""
+    venv_bin = settings.BASE_DIR / ".venv" / "bin"
+    if kind == "uvicorn":
+        args = [str(venv_bin / "uvicorn"), "kbportal.asgi:application", "--port", str(port), "--no-access-log"]
+        args += ["--log-level", "warning"]
+    else:
+        args = [str(venv_bin / "daphne"), "-p", str(port), "kbportal.asgi:application"]
+    process = subprocess.Popen(
+        args, cwd=settings.BASE_DIR, env=process_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"{kind} did not start on port {port}")
+
+
+def bench_api(
+    base_url: str, key: str, kb: KnowledgeBase, queries: list[str], mode: str, total: int, concurrency: int, cache: str
+) -> LoadResult:
+    local = threading.local()
+
+    def call(i: int) -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        response = local.client.get(
+            "/api/v1/search", params={"kb": kb.slug, "q": queries[i % len(queries)], "mode": mode, "size": 10}
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+
+    latencies, seconds, errors = run_load(call, total, concurrency)
+    return LoadResult("api", cache, concurrency, latencies, seconds, errors)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0

@@ -1,0 +1,78 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from knowledge.models import KnowledgeBase
+from knowledge.services import api_key_create
+from search import benchmarking as bench
+from search.services import query_vector
+
+
+class Command(BaseCommand):
+    help = "Benchmark the search API (misses, hits; uvicorn and daphne) against direct search-server calls."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--kb", default="demo")
+        parser.add_argument("--mode", default="hybrid", choices=["hybrid", "keyword", "semantic"])
+        parser.add_argument("--queries", type=int, default=60, help="distinct queries (one miss each per level)")
+        parser.add_argument("--hits", type=int, default=400, help="requests per level for cache hits")
+        parser.add_argument("--concurrency", default="1,16,64")
+        parser.add_argument("--servers", default="uvicorn,daphne")
+
+    def handle(self, *args, **options):
+        kb = KnowledgeBase.objects.filter(slug=options["kb"]).first()
+        if kb is None:
+            raise CommandError(f"No knowledge base {options['kb']!r} (make up loads `demo`).")
+        queries = bench.sample_queries(kb, options["queries"])
+        if len(queries) < 5:
+            raise CommandError(f"{kb.slug} has too few indexed documents to benchmark.")
+        levels = [int(level) for level in options["concurrency"].split(",")]
+        mode = options["mode"]
+        for query in queries:  # warm the embedding cache: a miss below is a result-cache miss
+            query_vector(kb.embedder, query.lower())
+        key, raw = api_key_create(name="bench", kb_slugs=[kb.slug], scopes=["search"], rate="1000000/s")
+        self.stdout.write(f"{len(queries)} queries on {kb.slug}, mode {mode}; search server timings are relative")
+        self.stdout.write(bench.HEADER)
+        results = {}
+        try:
+            searches = bench.direct_searches(kb, [q.lower() for q in queries], mode)
+            for level in levels:
+                result = bench.bench_direct(searches, len(queries), level)
+                results[("direct", level)] = result
+                self.stdout.write(result.row())
+            for server in options["servers"].split(","):
+                port = bench.free_port()
+                process = bench.start_server(server, port)
+                try:
+                    base = f"http://127.0.0.1:{port}"
+                    for level in levels:
+                        kb.bump_generation()  # every request of this level is a result-cache miss
+                        miss = bench.bench_api(base, raw, kb, queries, mode, len(queries), level, "miss")
+                        miss.target = f"api ({server})"
+                        results[(server, "miss", level)] = miss
+                        self.stdout.write(miss.row())
+                        hit = bench.bench_api(base, raw, kb, queries, mode, options["hits"], level, "hit")
+                        hit.target = f"api ({server})"
+                        results[(server, "hit", level)] = hit
+                        self.stdout.write(hit.row())
+                finally:
+                    process.terminate()
+                    process.wait(timeout=30)
+        finally:
+            key.delete()
+        self.summarise(results, levels, options["servers"].split(","))
+
+    def summarise(self, results, levels, servers) -> None:
+        first = levels[0]
+        direct = results[("direct", first)].percentile(0.5)
+        for server in servers:
+            miss = results[(server, "miss", first)].percentile(0.5)
+            hit = results[(server, "hit", first)].percentile(0.5)
+            self.stdout.write(
+                f"{server}: miss p50 {miss:.1f} ms vs direct {direct:.1f} ms: API adds {miss - direct:.1f} ms; "
+                f"hit p50 {hit:.1f} ms"
+            )
+        if len(servers) == 2:
+            top = levels[-1] if len(levels) > 1 else first
+            a, b = (results[(server, "hit", top)].rps for server in servers)
+            self.stdout.write(
+                f"hits at concurrency {top}: {servers[0]} {a:.0f} req/s, {servers[1]} {b:.0f} req/s ({a / b:.2f}x)"
+            )
