@@ -13,15 +13,16 @@ compete with the crawler and the pipeline for this process's GIL.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.test import override_settings
 
 from ingestion.crawling import crawl
-from ingestion.localsite import serve_bench_site
 from ingestion.models import IngestionJob
 from ingestion.pipeline import IngestionRunner
 from ingestion.services import kb_create, source_add, source_sync
@@ -31,6 +32,7 @@ from search.embedders import get_embedder
 from search.indexer import delete_kb_chunks
 
 KB_PREFIX = "bench-crawl-"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -52,19 +54,22 @@ class BenchSite:
     def __init__(self, pages: int, latency: float) -> None:
         self.pages = pages
         self.latency = latency
-        context = multiprocessing.get_context("spawn")  # no forked copy of Django's connections
-        self.ready = context.Queue()
-        self.process = context.Process(target=serve_bench_site, args=(pages, latency, self.ready), daemon=True)
+        self.process: subprocess.Popen | None = None
         self.root = ""
 
     def __enter__(self) -> BenchSite:
-        self.process.start()
-        self.root = self.ready.get(timeout=60)
+        command = [sys.executable, "-m", "ingestion.localsite", "--pages", str(self.pages)]
+        command += ["--latency", str(self.latency)]
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        self.root = self.process.stdout.readline().strip()
+        if not self.root.startswith("http://127.0.0.1:"):
+            self.__exit__()
+            raise RuntimeError("the bench site did not start")
         return self
 
     def __exit__(self, *exc) -> None:
         self.process.terminate()
-        self.process.join(timeout=10)
+        self.process.wait(timeout=10)
 
 
 def crawl_config(root: str, pages: int, concurrency: int) -> dict:

@@ -179,9 +179,19 @@ def build_bench_site(site: LocalSite, pages: int, latency: float) -> None:
         site.article(f"/a{n}", f"Article {n}", article_text(n), neighbours, latency=latency)
 
 
-def serve_bench_site(pages: int, latency: float, ready) -> None:
-    """Child-process entry point: serve the bench site until killed; send its root URL on `ready`."""
+def serve_bench_site(pages: int, latency: float) -> None:
+    """Serve the bench site until killed, its root URL printed first (`python -m ingestion.localsite`)."""
     site = LocalSite()
     build_bench_site(site, pages, latency)
-    ready.put(site.root)
+    print(site.root, flush=True)
     site.server.serve_forever(poll_interval=0.05)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Serve the crawl bench site on 127.0.0.1.")
+    parser.add_argument("--pages", type=int, default=500)
+    parser.add_argument("--latency", type=float, default=0.02)
+    arguments = parser.parse_args()
+    serve_bench_site(arguments.pages, arguments.latency)

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import django_rq
 from django.conf import settings
 from django.db import close_old_connections, connection, models, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RqJob
@@ -88,7 +88,10 @@ class ClaimableJob(models.Model):
 
     @property
     def rq_job_id(self) -> str:
-        return f"{self._meta.label_lower.replace('.', '-')}-{self.pk}"
+        """Derived from the row and its attempt count: enqueueing the same attempt twice is
+        harmless (same id), while a retry or a hand-over never collides with the delivery that
+        is still running (or died) under the previous id."""
+        return f"{self._meta.label_lower.replace('.', '-')}-{self.pk}-a{self.attempts}"
 
     @property
     def queue_name(self) -> str:
@@ -210,7 +213,7 @@ def schedule_retry(job: ClaimableJob, error: str) -> str:
 def release(job: ClaimableJob) -> None:
     """Give the job back at once (graceful shutdown): queued again, no wait for the lease."""
     held = type(job).objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=job.lease_owner)
-    if held.update(status=JobStatus.QUEUED, lease_owner="", lease_expires_at=None, attempts=F("attempts") - 1):
+    if held.update(status=JobStatus.QUEUED, lease_owner="", lease_expires_at=None):
         job.not_before = None
         enqueue(job)
 
@@ -250,14 +253,9 @@ def sweep(model: type[ClaimableJob]) -> dict[str, int]:
             enqueue(job)
             counts["requeued"] += 1
     for job in model.objects.filter(status=JobStatus.RUNNING, lease_expires_at__lt=now):
-        # The dead worker's rq job may still look "started"; enqueue a fresh delivery regardless.
-        queue = django_rq.get_queue(job.queue_name)
-        try:
-            RqJob.fetch(job.rq_job_id, connection=queue.connection).delete()
-        except NoSuchJobError:
-            pass
-        enqueue(job)
-        counts["expired"] += 1
+        # The dead worker's delivery had the previous attempt's id, so this one is new.
+        if enqueue(job):
+            counts["expired"] += 1
     return counts
 
 

@@ -110,7 +110,7 @@ class AskApi(APIView):
         api_key = None if is_staff(request) else request_api_key(request)
         task, reused = answer_submit(
             kb_slug=values["kb"], question=values["question"], mode=values["mode"],
-            passages=values.get("passages"), api_key=api_key, user=request.user,
+            passages=values.get("passages"), api_key=api_key, user=request.user if api_key is None else None,
         )
         return Response(with_urls(request, task), status=status.HTTP_200_OK if reused else status.HTTP_202_ACCEPTED)
 

@@ -81,7 +81,7 @@ def answer_submit(
     common = {
         "kb_id": kb_id, "question": text, "mode": mode, "passages": passages, "fingerprint": fingerprint,
         "kb_generation": state.generation, "generator": generator,
-        "requester_key": api_key, "requester_user": user if user is not None and user.is_authenticated else None,
+        "requester_key": api_key, "requester_user": user if getattr(user, "pk", None) is not None else None,
     }
     stored = (
         AnswerTask.objects.filter(

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from knowledge.models import Document, KnowledgeBase
+from search.client import SearchUnavailable
 from search.embedders import get_embedder
-from search.query import MODES, SearchRequest, search
+from search.query import MODES, SearchRequest, SearchResult, search
 
 METRICS = ("ndcg@10", "map", "recall@100")
 
@@ -168,11 +170,21 @@ def rank_queries(
         rankings[qid] = []  # a judged query without text finds nothing and counts as a miss
         if text.strip():
             request = SearchRequest(text, [kb.slug], mode=mode, size=size, highlight=False)
-            result = search(request, vectors.get(qid))
+            result = _search_patiently(request, vectors.get(qid))
             rankings[qid] = [keys.get(str(hit.document_id), str(hit.document_id)) for hit in result.hits]
         if progress:
             progress(done, len(queries))
     return rankings
+
+
+def _search_patiently(request: SearchRequest, vector: list[float] | None, attempts: int = 4) -> SearchResult:
+    """An evaluation is a batch run, not a user waiting: a timeout under load is retried, not fatal."""
+    for attempt in range(attempts - 1):
+        try:
+            return search(request, vector)
+        except SearchUnavailable:
+            time.sleep(2**attempt)
+    return search(request, vector)
 
 
 def embed_queries(kb: KnowledgeBase, queries: dict[str, str]) -> dict[str, list[float]]:

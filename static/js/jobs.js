@@ -117,6 +117,7 @@ export function renderJob(root, state) {
   setText(root, "percent", percent);
   setText(root, "stage", state.stage);
   for (const name of ["done", "total", "failed", "skipped", "attempts"]) setText(root, name, state[name]);
+  setText(root, "processed", state.done + state.skipped + state.failed);
   setText(root, "rate", `${state.rate} docs/s`);
   setText(root, "eta", formatEta(state.eta_seconds));
   const error = field(root, "error");

@@ -2,6 +2,7 @@
 
 import threading
 
+import django_rq
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -117,3 +118,30 @@ def test_cancel_of_a_running_job_stops_it_at_a_batch_boundary(kb, settings, monk
     assert finished.status == JobStatus.CANCELED
     assert 2 <= finished.done < 40
     assert "cancel" in finished.error
+
+
+def test_search_server_outage_retries_with_backoff_then_succeeds(kb, settings):
+    from django.utils import timezone
+    from rq.registry import ScheduledJobRegistry
+
+    from search.client import reset_client
+    from search.indexer import forget_ensured
+
+    _, job = file_source(kb, {"a.txt": b"retry me"})
+    good_url = settings.KB_ES_URL
+    settings.KB_ES_URL = "http://127.0.0.1:9"  # nothing listens on the discard port
+    reset_client()
+    forget_ensured()
+    try:
+        retried = run(job)
+    finally:
+        settings.KB_ES_URL = good_url
+        reset_client()
+    assert (retried.status, retried.attempts) == (JobStatus.QUEUED, 1)
+    assert "SearchUnavailable" in retried.error
+    assert retried.not_before > timezone.now()
+    scheduled = ScheduledJobRegistry(queue=django_rq.get_queue(retried.queue_name))
+    assert retried.rq_job_id in scheduled.get_job_ids()
+    IngestionJob.objects.filter(pk=job.pk).update(not_before=None)
+    finished = run(job)
+    assert (finished.status, finished.attempts, finished.done) == (JobStatus.SUCCEEDED, 2, 1)
