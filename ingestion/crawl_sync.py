@@ -161,7 +161,6 @@ class UrlSourceSync:
         self.embedder = embedder
         self.config = source.config
         self.max_pages = int(self.config.get("max_pages", 500))
-        self.indexed: dict[str, tuple[int, dict]] = {}  # key -> (pk, metadata) of indexed documents
         self.reported: set[str] = set()
         self.gone: list[str] = []
         self.links_may_be_hidden = False
@@ -185,6 +184,7 @@ class UrlSourceSync:
         if thread.error is not None:
             raise thread.error
         self.runner.flush(self.embedder)
+        self.runner.wait_for_indexing()  # retirement and the final counters see every batch written
         self.retire_gone()
         if self.saw_whole_site(thread.stats):
             self.retire_unreported()
@@ -194,21 +194,27 @@ class UrlSourceSync:
         self.save_progress(force=True)
 
     def load_known(self) -> tuple[dict[str, KnownPage], dict[str, str]]:
-        """Validators and stored bytes of the pages indexed at the previous sync."""
+        """Validators and stored bytes of the pages indexed at the previous sync (from the
+        runner's documents by key, loaded once per run)."""
         known: dict[str, KnownPage] = {}
         object_keys: dict[str, str] = {}
-        rows = self.source.documents.filter(status=DocumentStatus.INDEXED).values_list(
-            "pk", "key", "metadata", "sha256", "object_key"
-        )
-        for pk, key, metadata, sha, object_key in rows:
-            metadata = metadata or {}
-            self.indexed[key] = (pk, metadata)
+        for key, document in self.runner.known.items():
+            if document.status != DocumentStatus.INDEXED:
+                continue  # a failed page is fetched in full again
+            metadata = document.metadata or {}
             known[key] = KnownPage(
-                etag=metadata.get("etag", ""), last_modified=metadata.get("last_modified", ""), sha256=sha
+                etag=metadata.get("etag", ""), last_modified=metadata.get("last_modified", ""), sha256=document.sha256
             )
-            if object_key:
-                object_keys[key] = object_key
+            if document.object_key:
+                object_keys[key] = document.object_key
         return known, object_keys
+
+    def document(self, key: str) -> Document:
+        """The runner's document for this URL; a new one is saved by `record_failure`."""
+        document = self.runner.known.get(key)
+        if document is None:
+            document = self.runner.known[key] = Document(source=self.source, key=key)
+        return document
 
     def consume(self) -> None:
         while True:
@@ -245,17 +251,21 @@ class UrlSourceSync:
             self.record_refusal_or_failure(key, page)
 
     def keep_validators(self, key: str, page: FetchedPage) -> None:
-        pk, metadata = self.indexed.get(key, (None, {}))
+        document = self.runner.known.get(key)
         fresh = {"etag": page.etag, "last_modified": page.last_modified}
-        if pk is not None and any(metadata.get(name, "") != value for name, value in fresh.items()):
-            Document.objects.filter(pk=pk).update(metadata={**metadata, **fresh}, updated_at=timezone.now())
+        if document is None or document.pk is None:
+            return
+        if any(document.metadata.get(name, "") != value for name, value in fresh.items()):
+            document.metadata = {**document.metadata, **fresh}
+            Document.objects.filter(pk=document.pk).update(metadata=document.metadata, updated_at=timezone.now())
 
     def record_refusal_or_failure(self, key: str, page: FetchedPage) -> None:
-        document, _ = Document.objects.get_or_create(source=self.source, key=key)
+        document = self.document(key)
         if page.refused:
             self.counters["refused"] += 1
-            if document.chunk_count:
+            if document.pk is not None and document.chunk_count:
                 delete_document_chunks([document.pk])
+                document.chunk_count = 0
                 Document.objects.filter(pk=document.pk).update(chunk_count=0)
                 self.changed_index = True
         elif not page.error.startswith(SETTLED_FAILURES):
@@ -267,15 +277,14 @@ class UrlSourceSync:
         return not stats.truncated and not self.links_may_be_hidden and not self.thread.stopping.is_set()
 
     def retire_gone(self) -> None:
-        documents = list(self.source.documents.filter(key__in=self.gone)) if self.gone else []
-        self.retire(documents)
+        self.retire([self.runner.known[key] for key in self.gone if key in self.runner.known])
 
     def retire_unreported(self) -> None:
-        documents = [doc for doc in self.source.documents.all() if doc.key not in self.reported]
-        self.retire(documents)
+        self.retire([doc for key, doc in self.runner.known.items() if key not in self.reported])
 
     def retire(self, documents: list[Document]) -> None:
         """Chunks out of the index first (search never returns them), then bytes, then rows."""
+        documents = [doc for doc in documents if doc.pk is not None]
         for start in range(0, len(documents), RETIRE_BATCH):
             batch = documents[start : start + RETIRE_BATCH]
             ids = [doc.pk for doc in batch]
@@ -283,6 +292,8 @@ class UrlSourceSync:
             self.changed_index = True
             remove_unreferenced_objects({doc.object_key for doc in batch}, exclude_documents=ids)
             Document.objects.filter(pk__in=ids).delete()
+            for doc in batch:
+                self.runner.known.pop(doc.key, None)
             self.counters["retired"] += len(batch)
 
     # -- progress --------------------------------------------------------------------------

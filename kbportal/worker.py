@@ -56,6 +56,7 @@ def start_worker_process(
         "--worker-class",
         "kbportal.worker.Worker",
     ]
+    args.append("--with-scheduler")  # retries are scheduled (enqueue_in); some worker must move them
     if burst:
         args.append("--burst")
     return subprocess.Popen(

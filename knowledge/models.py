@@ -113,7 +113,7 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=16, unique=True)
     secret_hash = models.CharField(max_length=64)
     knowledge_bases = models.ManyToManyField(KnowledgeBase, related_name="api_keys", blank=True)
-    scopes = models.JSONField(default=list)
+    scopes = models.JSONField(default=list, blank=True)
     rate = models.CharField(max_length=20, default="50/s", validators=[RATE_VALIDATOR])
     revoked = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -37,6 +37,7 @@ class LoadResult:
     latencies: list[float]
     seconds: float
     errors: int = 0
+    error_sample: list[str] | None = None
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -51,6 +52,7 @@ class LoadResult:
             f"{self.target:<18} {self.cache:<6} {self.concurrency:>4} {len(self.latencies):>6} "
             f"{self.percentile(0.5):9.1f} {self.percentile(0.95):9.1f} {self.percentile(0.99):9.1f} "
             f"{self.rps:9.1f} {self.errors:>6}"
+            + (f"  first error: {self.error_sample[0]}" if self.error_sample else "")
         )
 
 
@@ -65,20 +67,19 @@ def sample_queries(kb: KnowledgeBase, count: int) -> list[str]:
     return list(dict.fromkeys(titles.order_by("id").values_list("title", flat=True)[: count * 2]))[:count]
 
 
-def run_load(call: Callable[[int], None], total: int, concurrency: int) -> tuple[list[float], float, int]:
-    """Call `call(i)` for i in range(total) from `concurrency` threads; latencies in ms."""
+def run_load(call: Callable[[int], None], total: int, concurrency: int) -> tuple[list[float], float, list[str]]:
+    """Call `call(i)` for i in range(total) from `concurrency` threads; latencies in ms, errors."""
     latencies: list[float] = []
-    errors = 0
+    errors: list[str] = []
     lock = threading.Lock()
 
     def one(i: int) -> None:
-        nonlocal errors
         started = time.perf_counter()
         try:
             call(i)
-        except Exception:
+        except Exception as exc:
             with lock:
-                errors += 1
+                errors.append(str(exc)[:200])
             return
         elapsed = (time.perf_counter() - started) * 1000
         with lock:
@@ -122,7 +123,7 @@ def bench_direct(searches: list[list[dict]], total: int, concurrency: int) -> Lo
 
     latencies, seconds, errors = run_load(call, total, concurrency)
     client.close()
-    return LoadResult("direct (es client)", "-", concurrency, latencies, seconds, errors)
+    return LoadResult("direct (es client)", "-", concurrency, latencies, seconds, len(errors), errors[:1])
 
 
 def free_port() -> int:
@@ -131,16 +132,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(kind: str, port: int) -> subprocess.Popen:
-    """One server process of `kind` (uvicorn or daphne) serving the ASGI app on `port`."""
+def start_server(kind: str, port: int, processes: int = 1) -> subprocess.Popen:
+    """A server of `kind` (uvicorn or daphne) serving the ASGI app on `port`; uvicorn may run
+    several worker `processes` (as `make up` does), daphne always one."""
     venv_bin = settings.BASE_DIR / ".venv" / "bin"
     if kind == "uvicorn":
         args = [str(venv_bin / "uvicorn"), "kbportal.asgi:application", "--port", str(port), "--no-access-log"]
-        args += ["--log-level", "warning"]
+        args += ["--log-level", "warning", "--workers", str(processes)]
     else:
         args = [str(venv_bin / "daphne"), "-p", str(port), "kbportal.asgi:application"]
+    # The local search server is slow by design: a production timeout would turn queueing into errors.
+    env = process_environment(KB_ES_TIMEOUT="120")
     process = subprocess.Popen(
-        args, cwd=settings.BASE_DIR, env=process_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        args, cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -168,7 +172,7 @@ def bench_api(
             raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
 
     latencies, seconds, errors = run_load(call, total, concurrency)
-    return LoadResult("api", cache, concurrency, latencies, seconds, errors)
+    return LoadResult("api", cache, concurrency, latencies, seconds, len(errors), errors[:1])
 
 
 def median(values: list[float]) -> float:

@@ -27,8 +27,9 @@ def test_sweep_requeues_a_queued_answer_that_redis_forgot(space_kb, clean_redis)
 
 def test_sweep_hands_on_an_answer_whose_worker_died(space_kb):  # noqa: F811
     task = submit(space_kb, "How is bread baked?")
+    expired = timezone.now() - timedelta(seconds=1)
     AnswerTask.objects.filter(pk=task.pk).update(
-        status=JobStatus.RUNNING, attempts=1, lease_owner="dead:1", lease_expires_at=timezone.now() - timedelta(seconds=1)
+        status=JobStatus.RUNNING, attempts=1, lease_owner="dead:1", lease_expires_at=expired
     )
     assert sweep_jobs()["expired"] == 1
     assert "requeued 0 queued job(s), 0 expired lease(s)" in _command_output("sweep_jobs")

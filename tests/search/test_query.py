@@ -6,7 +6,7 @@ from django.test import override_settings
 
 from search.client import SearchUnavailable, reset_client
 from search.indexer import bulk_upsert
-from search.query import SearchRequest, search
+from search.query import DEFAULT_WEIGHTS, SearchRequest, search
 from tests.search.chunk_index import chunk, temporary_alias, vector
 
 LONG = "Widget installation troubleshooting when the installer fails. " + "More details follow here. " * 30
@@ -108,7 +108,7 @@ def test_hybrid_fuses_both_rankings():
     assert documents(semantic) == [23, 22, 25, 24, 21]
     assert documents(hybrid)[:3] == [22, 21, 23]
     assert hybrid.hits[0].ranks == {"keyword": 2, "semantic": 2}
-    assert hybrid.hits[0].score == pytest.approx(2 / 62)
+    assert hybrid.hits[0].score == pytest.approx((DEFAULT_WEIGHTS["keyword"] + DEFAULT_WEIGHTS["semantic"]) / 62)
 
 
 def test_hybrid_weights_shift_the_fusion():

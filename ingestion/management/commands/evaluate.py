@@ -8,6 +8,7 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
+from django.test.utils import override_settings
 from django.utils.text import slugify
 
 from ingestion.management.commands.ingest import progress_line
@@ -16,7 +17,7 @@ from ingestion.pipeline import IngestionRunner
 from ingestion.services import collection_source, job_state, kb_create
 from kbportal.claiming import JobStatus
 from knowledge.models import KnowledgeBase
-from search.client import get_client
+from search.client import SearchUnavailable, get_client, reset_client
 from search.evaluation import METRICS, Collection, load_beir, load_smart, run_evaluation
 from search.index import alias_name
 from search.query import MODES
@@ -35,6 +36,10 @@ class Command(BaseCommand):
         parser.add_argument("--kb", help="knowledge base slug (default: eval-<directory name>)")
         parser.add_argument("--embedder", help="embedder of a new knowledge base (default: KB_EMBEDDER)")
         parser.add_argument("--json", action="store_true", help="end with one line of JSON: mode -> metrics")
+        parser.add_argument(
+            "--timeout", type=float, default=30.0,
+            help="seconds to wait for each search-server call (default 30; the API's KB_ES_TIMEOUT is far shorter)",
+        )
 
     def handle(self, *args, **options):
         directory: Path = options["collection"]
@@ -50,9 +55,17 @@ class Command(BaseCommand):
 
         collection = self.load(LOADERS[fmt], directory, fmt)
         kb = self.knowledge_base(options["kb"] or f"eval-{slugify(directory.resolve().name)}", options["embedder"])
-        self.ingest(kb, collection)
-        self.stdout.write(f"running {len(collection.judged_queries)} judged queries, modes: {', '.join(modes)}")
-        results = run_evaluation(kb, collection, modes, progress=self.query_progress)
+        # A batch run may wait for a busy search server; API requests must not, hence their short timeout.
+        with override_settings(KB_ES_TIMEOUT=options["timeout"]):
+            reset_client()
+            try:
+                self.ingest(kb, collection)
+                self.stdout.write(f"running {len(collection.judged_queries)} judged queries, modes: {', '.join(modes)}")
+                results = run_evaluation(kb, collection, modes, progress=self.query_progress)
+            except SearchUnavailable as exc:
+                raise CommandError(f"The search server did not answer: {exc}")
+            finally:
+                reset_client()
         self.stdout.write("")
         self.print_table(results)
         if options["json"]:
