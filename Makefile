@@ -1,4 +1,4 @@
-.PHONY: up down test lint bench
+.PHONY: up down test lint bench loadtest soak
 
 up:
 	@bash scripts/up.sh
@@ -11,3 +11,9 @@ test:
 
 lint:
 	@.venv/bin/ruff check .
+
+loadtest:
+	@bash scripts/loadtest.sh loadtest $(ARGS)
+
+soak:
+	@MINUTES=$(or $(MINUTES),30) bash scripts/loadtest.sh soak $(ARGS)

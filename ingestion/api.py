@@ -31,10 +31,11 @@ from ingestion.services import (
     store_upload,
     upload_add,
 )
-from kbportal.errors import PayloadTooLarge, UnsupportedMediaType
+from kbportal.errors import PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from knowledge.models import Document, KnowledgeBase, Source, SourceKind
 from knowledge.permissions import HasScope, is_staff, may_use_kb, readable_kbs
 from knowledge.selectors import document_list, source_list
+from knowledge.storage import StorageError
 
 
 class IngestAPIView(APIView):
@@ -172,10 +173,14 @@ class UploadApi(IngestAPIView):
                 )
             if not is_supported(upload.content_type or "", upload.name):
                 raise UnsupportedMediaType(f"{upload.name}: {upload.content_type} cannot be extracted.")
-        files = [
-            store_upload(data=upload, filename=safe_filename(upload.name), content_type=upload.content_type or "")
-            for upload in uploads
-        ]
+        try:
+            files = [
+                store_upload(data=upload, filename=safe_filename(upload.name), content_type=upload.content_type or "")
+                for upload in uploads
+            ]
+        except StorageError as exc:
+            # Nothing is accepted without its bytes stored: refuse now, the client retries.
+            raise ServiceUnavailable(f"The object store is unavailable; try again shortly. ({exc})") from exc
         source, job = upload_add(kb=kb, files=files, name=data.validated_data["name"])
         return accepted(job, request, source=SourceOutput(source).data)
 

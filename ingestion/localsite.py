@@ -7,6 +7,7 @@ for and what it was answered (200 vs 304 on a re-sync). It imports nothing from 
 """
 
 import hashlib
+import sys
 import threading
 import time
 from collections import Counter
@@ -57,6 +58,11 @@ class Handler(BaseHTTPRequestHandler):
 class SiteServer(ThreadingHTTPServer):
     daemon_threads = True
     site: "LocalSite"
+
+    def handle_error(self, request, client_address) -> None:
+        # A crawler that stops (cancel, page limit) drops its keep-alive connections: not an error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class LocalSite:

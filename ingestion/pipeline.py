@@ -23,6 +23,7 @@ from ingestion.extraction import ExtractionError, extract
 from ingestion.models import IngestionJob, JobKind, Stage
 from ingestion.services import job_state
 from kbportal.claiming import JobRunner, JobStatus, TransientError
+from kbportal.metrics import embedding_timer, stage_timer
 from kbportal.progress import ProgressThrottle
 from knowledge.models import Document, DocumentStatus, Source, SourceKind
 from knowledge.storage import ObjectNotFound, StorageError, get_object_store, sha256_hex
@@ -235,15 +236,18 @@ class IngestionRunner(JobRunner):
         if not item.data:
             self.record_failure(document, item.key, "empty document: no bytes to index")
             return None
-        object_key = get_object_store().put(item.data, item.content_type)
+        with stage_timer("ingestion", "store"):
+            object_key = get_object_store().put(item.data, item.content_type)
         try:
-            extracted = extract(item.data, item.content_type, item.key)
+            with stage_timer("ingestion", Stage.EXTRACT):
+                extracted = extract(item.data, item.content_type, item.key)
         except ExtractionError as exc:
             document.sha256, document.object_key, document.size = sha, object_key, len(item.data)
             self.record_failure(document, item.key, str(exc))
             return None
         title = (item.title or extracted.title or item.key)[:500]
-        chunks = chunk_text(extracted.text, title)
+        with stage_timer("ingestion", Stage.CHUNK):
+            chunks = chunk_text(extracted.text, title)
         if not chunks:
             self.record_failure(document, item.key, "no text left after extraction")
             return None
@@ -290,7 +294,9 @@ class IngestionRunner(JobRunner):
                 body["document"] = str(prepared.document.pk)
         bodies = [body for prepared in batch for body in prepared.chunks]
         self.set_stage(Stage.EMBED)
-        vectors = embedder.embed([f"{body['title']}\n{body['content']}" for body in bodies])
+        texts = [f"{body['title']}\n{body['content']}" for body in bodies]
+        with stage_timer("ingestion", Stage.EMBED), embedding_timer(embedder.name, "ingestion", len(texts)):
+            vectors = embedder.embed(texts)
         for body, vector in zip(bodies, vectors, strict=True):
             body["embedding"] = vector
         self.wait_for_indexing()
@@ -301,19 +307,20 @@ class IngestionRunner(JobRunner):
     def index_batch(self, batch: list[PreparedDocument], bodies: list[dict]) -> int:
         """Indexing thread: write chunks, drop stale ones, mark the documents indexed."""
         try:
-            # wait_for: the batch is searchable before the generation bump invalidates caches.
-            bulk_upsert(bodies, refresh="wait_for")
-            for prepared in batch:
-                if prepared.previous_chunk_count > len(prepared.chunks):
-                    delete_stale_chunks(prepared.document.pk, len(prepared.chunks))
-            now = timezone.now()
-            documents = [prepared.document for prepared in batch]
-            for prepared in batch:
-                document = prepared.document
-                document.status, document.error = DocumentStatus.INDEXED, ""
-                document.chunk_count, document.indexed_at, document.updated_at = len(prepared.chunks), now, now
-            Document.objects.bulk_update(documents, INDEXED_FIELDS)
-            self.job.kb.bump_generation()
+            with stage_timer("ingestion", Stage.INDEX):
+                # wait_for: the batch is searchable before the generation bump invalidates caches.
+                bulk_upsert(bodies, refresh="wait_for")
+                for prepared in batch:
+                    if prepared.previous_chunk_count > len(prepared.chunks):
+                        delete_stale_chunks(prepared.document.pk, len(prepared.chunks))
+                now = timezone.now()
+                documents = [prepared.document for prepared in batch]
+                for prepared in batch:
+                    document = prepared.document
+                    document.status, document.error = DocumentStatus.INDEXED, ""
+                    document.chunk_count, document.indexed_at, document.updated_at = len(prepared.chunks), now, now
+                Document.objects.bulk_update(documents, INDEXED_FIELDS)
+                self.job.kb.bump_generation()
             return len(batch)
         finally:
             connection.close()  # this thread's own connection

@@ -43,6 +43,8 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from kbportal import metrics
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -318,6 +320,14 @@ class MemoryStore:
 
 # --- The breaker ---------------------------------------------------------------------------------
 
+_known: dict[str, CircuitBreaker] = {}
+
+
+def known_breakers() -> list[CircuitBreaker]:
+    """Breakers created in this process (one per name)."""
+    return list(_known.values())
+
+
 
 class CircuitBreaker:
     """A named breaker; every instance with the same name (in any process) shares one state.
@@ -350,6 +360,7 @@ class CircuitBreaker:
             probe_seconds=open_seconds if probe_seconds is None else probe_seconds,
         )
         self.on_transition = on_transition
+        _known[name] = self  # the latest instance per name; /metrics reads their (shared) state
         self.transitions: Counter[str] = Counter()
         self._redis = RedisStore(name, self.policy, redis_client(redis_url or settings.REDIS_URL))
         self._memory = MemoryStore(name, self.policy)
@@ -451,6 +462,7 @@ class CircuitBreaker:
 
     def _transition(self, old: str, new: str) -> None:
         self.transitions[f"{old}->{new}"] += 1
+        metrics.record_breaker_transition(self.name, old, new)
         log = logger.warning if new == OPEN else logger.info
         log("breaker %s: %s -> %s", self.name, old, new)
         if self.on_transition is not None:

@@ -17,17 +17,21 @@ import os
 import random
 import socket
 import threading
+import time
 from datetime import timedelta
 from typing import Any, ClassVar
 
 import django_rq
 from django.conf import settings
-from django.db import close_old_connections, connection, models, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RqJob
 from rq.job import JobStatus as RqStatus
+
+from kbportal import metrics
+from kbportal.logging import job_context
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,23 @@ class LeaseLost(Exception):
 
 class JobCanceled(Exception):
     """Cancellation was requested; raised at a batch boundary."""
+
+
+class WorkerStopping(Exception):
+    """This worker process is shutting down (SIGTERM); raised at a batch boundary."""
+
+
+#: Set once this process was asked to stop (see kbportal.worker.Worker): running jobs give
+#: their row back at their next batch boundary instead of running to the end.
+_stopping = threading.Event()
+
+
+def request_worker_stop() -> None:
+    _stopping.set()
+
+
+def worker_stop_requested() -> bool:
+    return _stopping.is_set()
 
 
 class ClaimableJob(models.Model):
@@ -138,8 +159,12 @@ def enqueue(job: ClaimableJob) -> bool:
 
 
 def enqueue_on_commit(job: ClaimableJob) -> None:
-    """Enqueue after the row is committed, so a worker can never miss the row it is told about."""
-    transaction.on_commit(lambda: enqueue(job))
+    """Enqueue after the row is committed, so a worker can never miss the row it is told about.
+
+    Robust: when Redis is unreachable the committed row stays queued and the sweeper enqueues it
+    once Redis is back, so the caller (an upload answering 202) is not failed for it.
+    """
+    transaction.on_commit(lambda: enqueue(job), robust=True)
 
 
 def claimable_filter(now) -> Q:
@@ -308,8 +333,11 @@ class JobRunner:
         raise NotImplementedError
 
     def check(self) -> None:
-        """Call at batch boundaries: raises when the lease is lost or cancel was requested."""
+        """Call at batch boundaries: raises when the lease is lost, cancel was requested or the
+        worker is shutting down."""
         self.keeper.check()
+        if worker_stop_requested():
+            raise WorkerStopping(f"job {self.job.pk}: worker {self.job.lease_owner} is stopping")
 
     def on_finish(self, status: str) -> None:
         """Hook for subclasses (final progress event)."""
@@ -325,20 +353,28 @@ class JobRunner:
 
     @classmethod
     def execute(cls, pk: int, owner: str | None = None, lease_seconds: int | None = None) -> str | None:
-        """rq entry point body: claim, run, finish. Returns the final status, or None if not claimed."""
-        lease_seconds = lease_seconds or cls.default_lease_seconds()
-        job = claim(cls.model, pk, owner or worker_identity(), lease_seconds)
-        if job is None:
-            return None
-        keeper = LeaseKeeper(job, lease_seconds)
-        keeper.start()
-        runner = cls(job, keeper)
-        try:
-            status = runner._run_to_end()
-        finally:
-            keeper.stop()
-        runner.on_finish(status)
-        return status
+        """rq entry point body: claim, run, finish. Returns the final status, or None if not claimed.
+
+        Everything logged meanwhile carries `job_id` ("ingestion.ingestionjob:12"); the run's
+        duration is observed in kb_job_duration_seconds by kind and the status it ended in.
+        """
+        kind = cls.model._meta.label_lower
+        with job_context(f"{kind}:{pk}"):
+            lease_seconds = lease_seconds or cls.default_lease_seconds()
+            job = claim(cls.model, pk, owner or worker_identity(), lease_seconds)
+            if job is None:
+                return None
+            started = time.perf_counter()
+            keeper = LeaseKeeper(job, lease_seconds)
+            keeper.start()
+            runner = cls(job, keeper)
+            try:
+                status = runner._run_to_end()
+            finally:
+                keeper.stop()
+            metrics.observe_job(kind, status, time.perf_counter() - started)
+            runner.on_finish(status)
+            return status
 
     def _run_to_end(self) -> str:
         job = self.job
@@ -350,9 +386,24 @@ class JobRunner:
         except JobCanceled as exc:
             _finish_fields(job, JobStatus.CANCELED, str(exc), **self.final_fields())
             return JobStatus.CANCELED
+        except WorkerStopping:
+            # Work up to the last batch boundary is saved; another worker picks the job up now.
+            logger.info("job %s: worker stopping, job released at a batch boundary", job.pk)
+            release(job)
+            return JobStatus.QUEUED
+        except (SystemExit, KeyboardInterrupt):
+            # Cold shutdown (a second SIGTERM) mid-batch: still hand the job on without the lease wait.
+            release(job)
+            raise
         except TransientError as exc:
             logger.warning("job %s: transient error, attempt %s: %s", job.pk, job.attempts, exc)
             return schedule_retry(job, str(exc))
+        except (OperationalError, InterfaceError) as exc:
+            # PostgreSQL went away mid-job: never a reason to fail the job for good. Retry once it
+            # answers again; while it does not, this raises too and the lease expires (sweeper).
+            logger.warning("job %s: database error, attempt %s: %s", job.pk, job.attempts, exc)
+            close_old_connections()
+            return schedule_retry(job, f"database unavailable: {exc}")
         except Exception as exc:
             logger.exception("job %s failed", job.pk)
             _finish_fields(job, JobStatus.FAILED, f"{type(exc).__name__}: {exc}", **self.final_fields())

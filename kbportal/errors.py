@@ -1,12 +1,15 @@
-"""One error shape for the whole API: {"error": code, "detail": message, "fields": {...}}."""
+"""One error shape for the whole API: {"error": code, "detail": message, "fields": {...}, "request_id": id}."""
 
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from kbportal.logging import current_request_id
 
 
 class ServiceUnavailable(exceptions.APIException):
@@ -34,6 +37,9 @@ class PayloadTooLarge(exceptions.APIException):
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))
+    elif isinstance(exc, (OperationalError, InterfaceError)):
+        # PostgreSQL unreachable (or the connection dropped): nothing was written; say so clearly.
+        exc = ServiceUnavailable("The database is unavailable; try again shortly.")
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -46,6 +52,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             codes = exc.get_codes()
             code = codes if isinstance(codes, str) else code
         body = {"error": code, "detail": str(detail)}
+    body["request_id"] = current_request_id()
     if isinstance(exc, ServiceUnavailable):
         response["Retry-After"] = str(exc.retry_after)
     response.data = body

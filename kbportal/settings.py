@@ -64,6 +64,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "kbportal.middleware.RequestIdMiddleware",
+    "kbportal.middleware.MetricsMiddleware",
+    "kbportal.middleware.ApiErrorMiddleware",
+    "kbportal.middleware.SecurityHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -257,11 +261,35 @@ KB_ANSWER_MAX_ATTEMPTS = envint("KB_ANSWER_MAX_ATTEMPTS", 3)
 KB_ANSWER_STREAM_INTERVAL = envfloat("KB_ANSWER_STREAM_INTERVAL", 0.1)
 KB_ANSWER_PURGE_INTERVAL = envint("KB_ANSWER_PURGE_INTERVAL", 3600)
 
+# Operations: metrics (see kbportal.metrics), structured logs (kbportal.logging), login throttling.
+# prometheus-client's multiprocess mode reads PROMETHEUS_MULTIPROC_DIR when it is first imported.
+KB_METRICS_DIR = Path(
+    envstr("KB_METRICS_DIR", os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(VAR_DIR / "metrics"))
+).resolve()
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(KB_METRICS_DIR)
+# /metrics answers these networks (REMOTE_ADDR), or anyone with `Authorization: Bearer <token>`.
+KB_METRICS_ALLOW = envlist("KB_METRICS_ALLOW", "127.0.0.1/32,::1/128")
+KB_METRICS_TOKEN = envstr("KB_METRICS_TOKEN", "")
+KB_LOG_JSON = envbool("KB_LOG_JSON", False)
+# Failed sign-ins (dashboard and admin) allowed per client IP and per username in a window.
+KB_LOGIN_RATE_IP = envstr("KB_LOGIN_RATE_IP", "50/15m")
+KB_LOGIN_RATE_USER = envstr("KB_LOGIN_RATE_USER", "10/15m")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "kbportal.logging.ContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "kbportal.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if KB_LOG_JSON else "plain",
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": envstr("KB_LOG_LEVEL", "INFO")},
     "loggers": {"elastic_transport": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }

@@ -3,6 +3,14 @@
 rq's default Worker forks a work horse per job, so a model loaded inside a job would be loaded
 again for every job. This worker runs jobs in its own process (rq's SimpleWorker) and calls the
 KB_PRELOAD hooks once at start-up, so the model is loaded once per worker process.
+
+Graceful shutdown: rq's warm shutdown (first SIGTERM or SIGINT) lets the current job run to its
+end, which for a long ingestion can be far longer than any stop deadline. This worker also
+raises the process-wide stop flag (`kbportal.claiming.request_worker_stop`): the running job
+stops at its next batch boundary (the batch in flight is indexed and counted), `JobRunner`
+releases the row, which is queued again at once for another worker, and rq then exits because
+its warm shutdown was requested. A second signal is rq's cold shutdown (immediate exit; the
+job is still released on the way out).
 """
 
 import logging
@@ -11,8 +19,11 @@ import subprocess
 import sys
 
 from django.conf import settings
+from django.db import close_old_connections
 from django.utils.module_loading import import_string
 from rq.worker import SimpleWorker
+
+from kbportal.claiming import request_worker_stop
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +41,21 @@ class Worker(SimpleWorker):
     def work(self, *args, **kwargs):
         run_preload_hooks()
         return super().work(*args, **kwargs)
+
+    def execute_job(self, job, queue):
+        # What Django does around each request: a connection broken by a database restart (or
+        # past its age) is dropped here, so the job gets a fresh one instead of failing forever.
+        close_old_connections()
+        try:
+            return super().execute_job(job, queue)
+        finally:
+            close_old_connections()
+
+    def handle_warm_shutdown_request(self) -> None:
+        """Called by rq in its SIGTERM/SIGINT handler: stop the running job at a batch boundary."""
+        logger.info("worker %s: stop requested; the running job is released at its next batch boundary", self.name)
+        request_worker_stop()
+        super().handle_warm_shutdown_request()
 
 
 def process_environment(**extra: str) -> dict[str, str]:

@@ -68,14 +68,18 @@ ensure_search_server() {  # url port datadir pidfile
   wait_http "$url" 30 || die "the search server did not come up on $url (see var/log/noida-$port.log)"
 }
 
-stop_pidfile() {  # pidfile [signal]
-  local pidfile=$1 sig=${2:-TERM} pid
+# Signal the process, wait up to SECONDS for it to exit, then SIGKILL it.
+stop_pidfile() {  # pidfile [signal] [seconds]
+  local pidfile=$1 sig=${2:-TERM} seconds=${3:-10} pid
   [ -f "$pidfile" ] || return 0
   pid=$(cat "$pidfile")
   if kill -0 "$pid" 2>/dev/null; then
     kill "-$sig" "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 1 $((seconds * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "warning: $(basename "$pidfile" .pid) did not stop within ${seconds}s: killed" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
   fi
   rm -f "$pidfile"
 }

@@ -35,7 +35,7 @@ start() {  # name command...
 if [ "$SERVER" = "daphne" ]; then
   start web "$VENV/bin/daphne" -b "$HOST" -p "$PORT" kbportal.asgi:application
 else
-  start web "$VENV/bin/uvicorn" kbportal.asgi:application --host "$HOST" --port "$PORT" --workers 2 --no-access-log
+  start web "$VENV/bin/uvicorn" kbportal.asgi:application --host "$HOST" --port "$PORT" --workers 2 --no-access-log --timeout-graceful-shutdown "${KB_WEB_GRACE:-10}"
 fi
 for n in 1 2; do
   KB_TORCH_THREADS="${KB_TORCH_THREADS:-1}" start "worker-$n" "$PY" manage.py rqworker high default low answers --worker-class kbportal.worker.Worker --with-scheduler

@@ -18,6 +18,7 @@ from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, Th
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from kbportal.metrics import record_rate_limited
 from knowledge.models import KnowledgeBase
 from knowledge.permissions import HasScope, is_staff, request_api_key
 from search.cache import CACHE_ERRORS
@@ -56,6 +57,7 @@ def _count(request, *, group: str, key, rate: str) -> None:
         logger.warning("rate limit not applied, counter unavailable: %s", exc)
         return
     if usage is not None and usage["should_limit"]:
+        record_rate_limited(group.split(":", 1)[0])
         raise Throttled(wait=max(1, usage["time_left"]))
 
 

@@ -122,7 +122,8 @@ def accept_latency(kb: KnowledgeBase, raw_key: str, *, total: int, levels: list[
         results = []
         for concurrency in levels:
             latencies, seconds, errors = run_load(call, total, concurrency)
-            results.append(LoadResult("POST /api/v1/ask", "-", concurrency, latencies, seconds, errors))
+            results.append(LoadResult("POST /api/v1/ask", "-", concurrency, latencies, seconds, len(errors),
+                                      errors[:3]))
     finally:
         server.terminate()
         server.wait(timeout=30)

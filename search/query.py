@@ -12,7 +12,7 @@ per shard buy recall at a linear cost; 10,000 is Elasticsearch's limit). `page *
 `MAX_DEPTH`; deeper pages are refused rather than silently short.
 
 Scoring parameters, tuned with `manage.py evaluate` on CISI with all-MiniLM-L6-v2 (76 judged
-queries; figures in the README):
+queries):
 
 - BM25 is a `best_fields` multi_match over `title` and `content`: a chunk scores by its better field.
   The title is NOT boosted above content (`TITLE_BOOST = 1`): stored documents usually repeat their
@@ -22,7 +22,7 @@ queries; figures in the README):
 - Fusion is RRF with k = 60 and default weights keyword 0.5, semantic 1.0 (`DEFAULT_WEIGHTS`): the
   dense ranking is the more reliable one on verbose natural-language queries, and halving the
   keyword vote raised hybrid nDCG@10 from 0.439 to 0.454 (any keyword weight in 0.3-0.5 and k in
-  20-60 lands within 0.005 of that). A request's `weights` override these per ranking.
+  20-60 lands within 0.007 of that). A request's `weights` override these per ranking.
 """
 
 import html

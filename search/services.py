@@ -25,6 +25,7 @@ from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 
 from kbportal.breaker import OPEN, CircuitBreaker, CircuitOpen
 from kbportal.errors import ServiceUnavailable
+from kbportal.metrics import embedding_timer, observe_search
 from knowledge.models import ApiKey, KnowledgeBase
 from search import cache
 from search.client import SearchError, SearchUnavailable
@@ -193,7 +194,8 @@ def query_vector(embedder_name: str, text: str) -> list[float]:
     """The query's embedding, from the embedding cache or computed (and cached)."""
     vector = cache.get_embedding(embedder_name, text)
     if vector is None:
-        vector = get_embedder(embedder_name).embed([text])[0]
+        with embedding_timer(embedder_name, "query", 1):
+            vector = get_embedder(embedder_name).embed([text])[0]
         cache.store_embedding(embedder_name, text, vector)
     return vector
 
@@ -251,6 +253,7 @@ def _fallback(fresh_key: str, good_key: str, *, started: float, retry_after: flo
     return {**cached, "took_ms": _elapsed_ms(started), "degraded": True, "cache": "hit"}
 
 
+@observe_search
 def search_knowledge(
     *,
     kb_slugs: list[str],

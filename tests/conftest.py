@@ -2,7 +2,6 @@
 database number, flushed per test), the real Elasticsearch-API server started by `make test`,
 and a real S3 server (moto's server mode) started here."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,9 @@ import pytest
 import redis
 from django.conf import settings
 
+from kbportal.serving import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(url: str, seconds: float = 20) -> None:

@@ -4,13 +4,9 @@ Each test runs its own noida-db (Elasticsearch API) process on a free port, so s
 disturbs anyone else's server.
 """
 
-import os
-import signal
-import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from django.core.cache import cache
@@ -21,65 +17,13 @@ from search.client import reset_client
 from search.index import ensure_index
 from search.indexer import forget_ensured
 from search.services import search_breaker
-from tests.conftest import free_port, wait_http
 from tests.search.search_kbs import SEARCH_URL, bearer, ingest, make_kb
+from tests.support import SearchServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-NOIDA = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "noida-db"
 OPEN_SECONDS = 4
 DOCS = {"Lighthouse keeping": "The keeper trims the lamp wick and winds the clockwork every night."}
-
-
-class SearchServer:
-    """A noida-db process serving only the Elasticsearch API on `port`, data kept in `data_dir`."""
-
-    def __init__(self, data_dir: Path):
-        self.port = free_port()
-        self.data_dir = data_dir
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [str(NOIDA), "start", "--only", "elasticsearch", "--elasticsearch-port", str(self.port),
-             "--data-dir", str(self.data_dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: the wrapper and the server stop together
-        )
-        wait_http(self.url)
-
-    def freeze(self) -> None:
-        """Stop the server's processes without closing its port: requests hang until they time out."""
-        os.killpg(self.process.pid, signal.SIGSTOP)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            os.killpg(self.process.pid, signal.SIGCONT)  # a frozen process handles SIGTERM only once resumed
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        # the server itself (the wrapper's child) must be gone too before the port is reused
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _answers(self.url):
-            time.sleep(0.05)
-
-
-def _answers(url: str) -> bool:
-    import httpx
-
-    try:
-        httpx.get(url, timeout=0.3)
-        return True
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture

@@ -46,7 +46,8 @@ class Command(BaseCommand):
         speedup = pipeline_high.pages_per_second / pipeline_low.pages_per_second
         engine_speedup = engine_high.pages_per_second / engine_low.pages_per_second
         self.stdout.write(
-            f"pipeline concurrency {high} vs {low}: {speedup:.1f}x (goal >= 8x; crawl engine alone {engine_speedup:.1f}x)"
+            f"pipeline concurrency {high} vs {low}: {speedup:.1f}x (goal >= 8x); "
+            f"crawl engine alone {engine_speedup:.1f}x"
         )
         share = 100 * resync.seconds / pipeline_high.seconds
         self.stdout.write(

@@ -44,6 +44,8 @@ class Command(BaseCommand):
                 self.stdout.write(HEADER)
                 for result in results:
                     self.stdout.write(result.row())
+                    for sample in result.error_sample or []:
+                        self.stdout.write(f"  error: {sample}")
             with StandinLLM(answer_seconds=options["answer_seconds"]).running() as llm:
                 self.stdout.write(f"stand-in model (not a model) at {llm.url}: {options['answer_seconds']:g} s "
                                   f"per answer; {options['per_worker']} questions per worker")

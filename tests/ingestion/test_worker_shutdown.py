@@ -1,0 +1,80 @@
+"""Graceful shutdown of a real worker process: SIGTERM mid-job releases the job at a batch boundary."""
+
+import collections
+import signal
+import time
+
+import pytest
+from django.conf import settings
+
+from ingestion.models import IngestionJob
+from ingestion.services import store_upload, upload_add
+from kbportal.claiming import JobStatus, rq_job_waiting
+from search.client import get_client
+from tests.support import embedded_texts, start_worker, stop_worker, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FILES = 6
+
+
+def upload_files(kb) -> IngestionJob:
+    files = [
+        store_upload(data=f"# Part {n}\n\nshutdown marker s{n}x body".encode(), filename=f"part-{n}.md",
+                     content_type="text/markdown")
+        for n in range(FILES)
+    ]
+    return upload_add(kb=kb, files=files)[1]
+
+
+def markers_embedded() -> collections.Counter:
+    return collections.Counter(
+        text.split("shutdown marker ")[1].split(" ")[0] for text in embedded_texts() if "shutdown marker" in text
+    )
+
+
+def chunks_per_document(source) -> collections.Counter:
+    client = get_client()
+    client.indices.refresh(index=settings.KB_ES_INDEX)
+    hits = client.search(index=settings.KB_ES_INDEX, query={"term": {"source": str(source.pk)}}, size=100,
+                         _source=["document"])["hits"]["hits"]
+    return collections.Counter(hit["_source"]["document"] for hit in hits)
+
+
+def test_sigterm_mid_job_releases_it_at_once_and_another_worker_finishes_it_without_duplicates(kb):
+    job = upload_files(kb)
+    # One document per batch, each embedding 1.5 s: the job is mid-way when the signal arrives.
+    stopping = start_worker("high", KB_EMBED_BATCH="1", KB_TEST_EMBED_DELAY="1.5")
+    try:
+        wait_until(lambda: len(embedded_texts()) >= 2, timeout=60, message="the worker to embed two batches")
+        signalled = time.monotonic()
+        stopping.send_signal(signal.SIGTERM)
+        stopping.wait(timeout=15)
+        exited_after = time.monotonic() - signalled
+    finally:
+        stop_worker(stopping, signal.SIGKILL)
+    assert stopping.returncode == 0
+    assert exited_after < 5  # the batch in flight, not the remaining four
+    job.refresh_from_db()
+    # Queued again with its doorbell waiting now, not after the 60 s lease would have expired.
+    assert (job.status, job.lease_owner, job.lease_expires_at) == (JobStatus.QUEUED, "", None)
+    assert rq_job_waiting(job)
+    assert 0 < job.done < FILES  # the batches before the boundary were indexed and counted
+
+    start_worker("high", burst=True).wait(timeout=120)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+    assert set(markers_embedded().values()) == {1} and len(markers_embedded()) == FILES
+    chunks = chunks_per_document(job.source)
+    assert len(chunks) == FILES and set(chunks.values()) == {1}
+
+
+def test_sigterm_to_an_idle_worker_exits_promptly(kb):
+    idle = start_worker("high")
+    try:
+        time.sleep(3)  # past start-up, waiting on the queue
+        idle.send_signal(signal.SIGTERM)
+        idle.wait(timeout=10)
+    finally:
+        stop_worker(idle, signal.SIGKILL)
+    assert idle.returncode == 0
