@@ -41,6 +41,8 @@ from knowledge.storage import StorageError
 class IngestAPIView(APIView):
     permission_classes = [HasScope]
     required_scope = "ingest"
+    #: What `paginate` uses; declared so the schema documents list answers as pages, not arrays.
+    pagination_class = PageNumberPagination
 
     def get_kb(self, slug: str) -> KnowledgeBase:
         kb = KnowledgeBase.objects.filter(slug=slug).first()
@@ -51,7 +53,7 @@ class IngestAPIView(APIView):
         return kb
 
     def paginate(self, queryset, serializer_class):
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(queryset, self.request, view=self)
         return paginator.get_paginated_response(serializer_class(page, many=True).data)
 

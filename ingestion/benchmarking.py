@@ -31,7 +31,7 @@ from ingestion.pipeline import IngestionRunner
 from ingestion.services import collection_source, kb_create
 from kbportal.worker import process_environment, start_worker_process
 from knowledge.models import KnowledgeBase
-from search.embedders import get_embedder
+from search.embedders import chunk_embedding_text, get_embedder
 from search.evaluation import CollectionDocument
 from search.indexer import delete_kb_chunks
 
@@ -49,12 +49,12 @@ class Measurement:
 
 
 def pipeline_texts(documents: list[CollectionDocument]) -> list[str]:
-    """What the pipeline embeds for these documents: title + chunk text, chunk by chunk."""
+    """Exactly what the pipeline embeds for these documents, chunk by chunk."""
     texts = []
     for doc in documents:
         extracted = extract(f"# {doc.title}\n\n{doc.text}".encode(), "text/markdown", f"{doc.key}.md")
         title = extracted.title or doc.key
-        texts += [f"{title}\n{chunk.text}" for chunk in chunk_text(extracted.text, title)]
+        texts += [chunk_embedding_text(title, chunk.text) for chunk in chunk_text(extracted.text, title)]
     return texts
 
 

@@ -28,7 +28,7 @@ from kbportal.progress import ProgressThrottle
 from knowledge.models import Document, DocumentStatus, Source, SourceKind
 from knowledge.storage import ObjectNotFound, StorageError, get_object_store, sha256_hex
 from search.client import SearchUnavailable
-from search.embedders import EmbeddingUnavailable, get_embedder
+from search.embedders import EmbeddingUnavailable, chunk_embedding_text, get_embedder
 from search.indexer import bulk_upsert, delete_document_chunks, delete_source_chunks, delete_stale_chunks
 
 logger = logging.getLogger(__name__)
@@ -294,7 +294,7 @@ class IngestionRunner(JobRunner):
                 body["document"] = str(prepared.document.pk)
         bodies = [body for prepared in batch for body in prepared.chunks]
         self.set_stage(Stage.EMBED)
-        texts = [f"{body['title']}\n{body['content']}" for body in bodies]
+        texts = [chunk_embedding_text(body["title"], body["content"]) for body in bodies]
         with stage_timer("ingestion", Stage.EMBED), embedding_timer(embedder.name, "ingestion", len(texts)):
             vectors = embedder.embed(texts)
         for body, vector in zip(bodies, vectors, strict=True):

@@ -59,7 +59,9 @@ class ContextFilter(logging.Filter):
     """Adds `request_id` and `job_id` (None when unset) to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
+        # Django logs a 4xx/5xx (`django.request`) after the middleware returned, with the request.
+        request = getattr(record, "request", None)
+        record.request_id = request_id_var.get() or getattr(request, "request_id", None)
         record.job_id = job_id_var.get()
         return True
 

@@ -19,10 +19,14 @@ EVENT_TYPE = "progress.event"
 
 
 def send_to_groups(groups: list[str], payload: dict[str, Any]) -> None:
-    """Send one event to several groups; a broken channel layer never breaks the caller."""
+    """Send one event to several groups; a broken channel layer never breaks the caller.
+
+    Each event carries `sent_at` (Unix time of publishing), so a subscriber can tell how late it is.
+    """
     layer = get_channel_layer()
     if layer is None:
         return
+    payload = {**payload, "sent_at": time.time()}
     try:
         for group in groups:
             async_to_sync(layer.group_send)(group, {"type": EVENT_TYPE, "payload": payload})

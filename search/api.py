@@ -63,6 +63,8 @@ def _count(request, *, group: str, key, rate: str) -> None:
 
 def input_data(data) -> dict:
     """Request parameters as plain data: list parameters may repeat or be comma-separated."""
+    if not isinstance(data, dict):  # a JSON body that is a list, string, number or null
+        raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object of search parameters."]})
     if isinstance(data, QueryDict):
         plain = {name: data.get(name) for name in data if name not in LIST_PARAMS}
         lists = {name: data.getlist(name) for name in LIST_PARAMS if name in data}

@@ -37,7 +37,7 @@ from knowledge.models import Document, DocumentStatus, KnowledgeBase, SourceKind
 from knowledge.services import knowledge_base_create, source_create
 from search.asking import answer_submit
 from search.benchmarking import LoadResult, free_port, run_load, start_server
-from search.embedders import embedder_dimensions, get_embedder
+from search.embedders import chunk_embedding_text, embedder_dimensions, get_embedder
 from search.indexer import bulk_upsert, chunk_id, refresh
 from search.models import AnswerTask
 
@@ -79,7 +79,7 @@ def seed_kb(embedder: str = "hashing") -> KnowledgeBase:
         chunks.append({"_id": chunk_id(document.pk, 0), "kb": slug, "source": str(source.pk),
                        "document": str(document.pk), "title": title, "content": text, "position": 0,
                        "url": title, "created": now.isoformat()})
-    vectors = get_embedder(embedder).embed([f"{c['title']}\n{c['content']}" for c in chunks])
+    vectors = get_embedder(embedder).embed([chunk_embedding_text(c["title"], c["content"]) for c in chunks])
     for chunk, vector in zip(chunks, vectors, strict=True):
         chunk["embedding"] = vector
     bulk_upsert(chunks)

@@ -76,6 +76,16 @@ def get_embedder(name: str) -> Embedder:
     return embedder
 
 
+def chunk_embedding_text(title: str, content: str) -> str:
+    """What a chunk's vector is computed from: its document title, then its text.
+
+    The title is prepended even when the first chunk already starts with it: on CISI with
+    MiniLM, dropping the repeat lowered semantic nDCG@10 from 0.423 to 0.418 and hybrid from
+    0.451 to 0.450 (`manage.py evaluate`), so the emphasis stays.
+    """
+    return f"{title}\n{content}" if title else content
+
+
 def preload_default() -> None:
     """Worker start-up hook (KB_PRELOAD): load the default embedder before the first job."""
     get_embedder(settings.KB_EMBEDDER)

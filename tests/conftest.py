@@ -28,6 +28,14 @@ def wait_http(url: str, seconds: float = 20) -> None:
     raise RuntimeError(f"{url} did not answer within {seconds}s")
 
 
+def pytest_sessionstart(session):
+    """Refuse to run against the services `make up` uses: tests flush Redis and write chunks."""
+    from django.conf import settings as django_settings
+
+    if django_settings.KB_ES_INDEX == "kb_chunks" or django_settings.REDIS_URL.rstrip("/").endswith(("/0", ":6379")):
+        pytest.exit("Run the tests with `make test` (it points them at their own Redis db and index).", returncode=2)
+
+
 @pytest.fixture(autouse=True)
 def clean_redis():
     """Each test starts with an empty Redis database (queues, cache, breaker state)."""

@@ -299,7 +299,7 @@ class WebServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - the server's stderr, kept for its lifetime
         self.process = start_web_process(self.port, self.env, log=self.log)
         try:
             wait_live(self.url, self.process)

@@ -14,7 +14,9 @@ from ingestion.api import safe_filename
 from ingestion.extraction import is_supported
 from knowledge.models import DocumentStatus, KnowledgeBase, Scope
 from knowledge.source_config import URL_DEFAULTS
-from search.query import MAX_SIZE
+from search.asking import MAX_PASSAGES
+from search.query import MAX_SIZE, MODES
+from search.services import MAX_QUERY_CHARS
 
 
 def lines(value: str) -> list[str]:
@@ -167,3 +169,29 @@ class PlaygroundForm(forms.Form):
     size = forms.IntegerField(
         initial=5, min_value=1, max_value=min(20, MAX_SIZE), label="Results per mode"
     )
+
+
+class AskForm(forms.Form):
+    """The Ask tab. The question and the passages are checked by `answer_submit`, like the API."""
+
+    kb = forms.ModelChoiceField(
+        queryset=KnowledgeBase.objects.order_by("slug"), to_field_name="slug", label="Knowledge base", empty_label=None
+    )
+    question = forms.CharField(
+        required=False,
+        label="Question",
+        widget=forms.Textarea(attrs={"rows": 3, "required": True, "maxlength": MAX_QUERY_CHARS}),
+    )
+    mode = forms.ChoiceField(
+        choices=[(mode, mode.capitalize()) for mode in MODES], initial="hybrid", label="Retrieval mode"
+    )
+    passages = forms.IntegerField(
+        required=False,
+        label="Passages",
+        help_text=f"Chunks retrieved for the context, 1 to {MAX_PASSAGES}.",
+        widget=forms.NumberInput(attrs={"min": 1, "max": MAX_PASSAGES}),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["passages"].initial = settings.KB_ANSWER_PASSAGES

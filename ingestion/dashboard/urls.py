@@ -16,6 +16,9 @@ urlpatterns = [
     path("jobs/<int:pk>/cancel/", views.job_cancel_view, name="job-cancel"),
     path("jobs/<int:pk>/retry/", views.job_retry_view, name="job-retry"),
     path("search/", views.playground, name="playground"),
+    path("search/ask/", views.ask, name="ask"),
+    path("search/ask/<int:pk>/", views.answer_detail, name="answer"),
+    path("search/ask/<int:pk>/cancel/", views.answer_cancel_view, name="answer-cancel"),
     path("keys/", views.api_keys, name="api-keys"),
     path("keys/<int:pk>/revoke/", views.api_key_revoke_view, name="api-key-revoke"),
 ]

@@ -13,12 +13,13 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from ingestion.dashboard import forms
+from ingestion.dashboard.answers import answer_parts, citation_links
 from ingestion.dashboard.overview import job_counts, kb_live_jobs, kb_summaries, queue_stats, system_status
 from ingestion.dashboard.playground import compare_modes
 from ingestion.models import IngestionJob
@@ -37,6 +38,9 @@ from kbportal.claiming import JobStatus
 from knowledge.models import ApiKey, KnowledgeBase, Source, SourceKind
 from knowledge.selectors import document_list, source_list
 from knowledge.services import api_key_create, api_key_revoke
+from search.answering import answer_state
+from search.asking import answer_cancel, answer_get, answer_submit
+from search.models import AnswerTask
 
 DOCUMENTS_PER_PAGE = 25
 JOBS_PER_PAGE = 50
@@ -259,6 +263,72 @@ def playground(request: HttpRequest) -> HttpResponse:
     if form.is_bound and form.is_valid():
         results = compare_modes(form.cleaned_data["kb"], form.cleaned_data["q"], form.cleaned_data["size"])
     return render(request, "dashboard/playground.html", {"form": form, "results": results})
+
+
+# -- ask ---------------------------------------------------------------------------------------
+
+RECENT_ANSWERS = 10
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def ask(request: HttpRequest) -> HttpResponse:
+    """The Ask tab. Without JavaScript the form posts here and lands on the answer page;
+    static/js/ask.js posts to /api/v1/ask instead and streams the answer into this page."""
+    if request.method == "GET":
+        return render_ask(request, forms.AskForm(initial={"kb": request.GET.get("kb")}))
+    form = forms.AskForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            task, reused = answer_submit(
+                kb_slug=data["kb"].slug, question=data["question"], mode=data["mode"], passages=data["passages"],
+                user=request.user,
+            )
+        except ValidationError as exc:
+            forms.add_service_errors(form, exc)
+        else:
+            if reused:
+                messages.info(request, "Answered at once: the same question was answered on this content before.")
+            return redirect("dashboard:answer", pk=task.pk)
+    return render_ask(request, form, status=400)
+
+
+def render_ask(request: HttpRequest, form: forms.AskForm, status: int = 200) -> HttpResponse:
+    recent = AnswerTask.objects.select_related("kb").order_by("-created_at")[:RECENT_ANSWERS]
+    return render(request, "dashboard/ask.html", {"form": form, "recent": recent}, status=status)
+
+
+@staff_required
+@require_GET
+def answer_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    task = answer_get(pk)
+    if task is None:
+        raise Http404("No such answer (answers expire).")
+    cited = {citation["number"] for citation in task.citations}
+    context = {
+        "task": task,
+        "state": answer_state(task),
+        "parts": answer_parts(task.answer, cited),
+        "citations": citation_links(task),
+    }
+    return render(request, "dashboard/answer.html", context)
+
+
+@staff_required
+@require_POST
+def answer_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+    task = answer_get(pk)
+    if task is None:
+        raise Http404("No such answer.")
+    task = answer_cancel(task)
+    if task.status == JobStatus.CANCELED:
+        messages.success(request, f"Answer {task.pk} canceled.")
+    elif task.is_finished:
+        messages.warning(request, f"Answer {task.pk} had already finished ({task.status}).")
+    else:
+        messages.info(request, f"Answer {task.pk} stops at its next flush.")
+    return redirect("dashboard:answer", pk=task.pk)
 
 
 # -- API keys ----------------------------------------------------------------------------------

@@ -51,8 +51,9 @@ class AsgiServer:
     """daphne serving kbportal.asgi on this run's database and Redis; stoppable and restartable
     on the same port, so a test can cut the browser's WebSocket and let it reconnect."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, **env: str):
         self.port = free_port()
+        self.env = env
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
@@ -63,7 +64,7 @@ class AsgiServer:
                 [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(self.port),
                  "kbportal.asgi:application"],
                 cwd=ROOT,
-                env=worker_env(KB_SERVE_STATIC="1", KB_DEBUG="1", **SLOW_SEARCH_SERVER),
+                env=worker_env(**{"KB_SERVE_STATIC": "1", "KB_DEBUG": "1", **SLOW_SEARCH_SERVER, **self.env}),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -15,6 +15,7 @@ PAGES = [
     ("dashboard:overview", []),
     ("dashboard:jobs", []),
     ("dashboard:playground", []),
+    ("dashboard:ask", []),
     ("dashboard:api-keys", []),
 ]
 

@@ -12,7 +12,6 @@ import uuid
 
 import httpx
 import pytest
-from django.conf import settings
 
 from kbportal.worker import start_worker_process
 from knowledge.services import api_key_create
@@ -147,7 +146,8 @@ def test_search_server_down_opens_the_breaker_answers_fast_and_recovers_with_not
     slug, key = kb_and_key()
     stack = stacks(KB_ES_TIMEOUT="1", KB_BREAKER_MIN_CALLS="4", KB_BREAKER_OPEN_SECONDS="3").start()
     client = api(stack, key)
-    wait_indexed(client, upload(client, slug, "Lighthouse keeping", "The keeper trims the lamp wick.").json()["job"]["id"])
+    first = upload(client, slug, "Lighthouse keeping", "The keeper trims the lamp wick.")
+    wait_indexed(client, first.json()["job"]["id"])
     assert client.get("/api/v1/search", params={"q": "lighthouse wick", "kb": slug}).status_code == 200
 
     own_search_server.stop()

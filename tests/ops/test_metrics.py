@@ -4,6 +4,7 @@ Worker-side metrics are proved with a real worker process writing to the shared 
 directory and this process serving them.
 """
 
+import os
 import subprocess
 import sys
 
@@ -64,10 +65,11 @@ def test_search_latency_by_mode_and_cache_outcome(client, kb, search_index):
         assert client.get("/api/v1/search", {"q": "reset password", "mode": "keyword"}, **headers).status_code == 200
     after = scrape(client)
     for outcome in ("miss", "hit"):
+        latency = {"mode": "keyword", "cache": outcome}
         name = "kb_search_duration_seconds_count"
-        assert value(after, name, mode="keyword", cache=outcome) == value(before, name, mode="keyword", cache=outcome) + 1
-        assert value(after, "kb_search_cache_total", outcome=outcome) == value(
-            before, "kb_search_cache_total", outcome=outcome) + 1
+        assert value(after, name, **latency) == value(before, name, **latency) + 1
+        name = "kb_search_cache_total"
+        assert value(after, name, outcome=outcome) == value(before, name, outcome=outcome) + 1
 
 
 def test_rate_limit_rejections_are_counted(client, kb):
@@ -193,3 +195,33 @@ def test_dead_process_keeps_its_counters_and_loses_its_live_gauges(client, db):
     assert value(after, "kb_rate_limited_total", limit="child-test") == value(
         while_alive, "kb_rate_limited_total", limit="child-test")
     assert value(after, "kb_rate_limited_total", limit="child-test") >= 1
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_first_process_of_a_fresh_start_wipes_the_previous_run(tmp_path):
+    dead = dead_pid()
+    for name in (f"counter_{dead}.db", f"histogram_{dead}.db", f"pid_{dead}.alive"):
+        (tmp_path / name).write_bytes(b"")
+    metrics.register_process(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name != ".lock") == [f"pid_{os.getpid()}.alive"]
+
+
+def test_a_process_joining_live_peers_keeps_their_files_and_dead_counters(tmp_path):
+    peer = subprocess.Popen(["sleep", "30"])
+    dead = dead_pid()
+    try:
+        for name in (f"pid_{peer.pid}.alive", f"counter_{peer.pid}.db", f"counter_{dead}.db",
+                     f"gauge_livesum_{dead}.db", f"pid_{dead}.alive"):
+            (tmp_path / name).write_bytes(b"")
+        metrics.register_process(tmp_path)
+        left = sorted(path.name for path in tmp_path.iterdir() if path.name != ".lock")
+    finally:
+        peer.kill()
+        peer.wait()
+    assert left == sorted([f"counter_{dead}.db", f"counter_{peer.pid}.db", f"pid_{os.getpid()}.alive",
+                           f"pid_{peer.pid}.alive"])

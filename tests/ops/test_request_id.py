@@ -55,6 +55,13 @@ def test_api_error_body_carries_the_request_id(client, db):
     assert response.json()["error"] == "not_authenticated"
 
 
+def test_django_request_log_of_a_4xx_carries_the_request_id(client, db, json_log):
+    client.get("/api/v1/search", {"q": "x"}, HTTP_X_REQUEST_ID="req-logged")
+    (line,) = [line for line in json_log() if line["logger"] == "django.request"]
+    assert line["message"] == "Unauthorized: /api/v1/search"
+    assert line["request_id"] == "req-logged"
+
+
 def test_unknown_api_url_answers_json_404_with_request_id(client, db):
     response = client.get("/api/v1/no-such-thing", HTTP_X_REQUEST_ID="req-404")
     assert response.status_code == 404

@@ -1,0 +1,33 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from ingestion import ws_benchmarking as bench
+from ingestion.loadtesting import fmt, table
+
+GOAL_P95_MS = 250.0
+
+
+class Command(BaseCommand):
+    help = "Benchmark live job progress: delay from publish to receipt for 100 and 1,000 WebSocket subscribers."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--subscribers", default="100,1000", help="subscriber counts, comma-separated")
+        parser.add_argument("--events", type=int, default=40, help="progress events per round")
+        parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn")
+
+    def handle(self, *args, **options):
+        try:
+            counts = [int(part) for part in options["subscribers"].split(",") if part.strip()]
+        except ValueError:
+            raise CommandError("--subscribers must be comma-separated integers") from None
+        rounds = bench.run_bench(counts=counts, events=options["events"], server=options["server"],
+                                 out=self.stdout.write)
+        rows = []
+        for result in rounds:
+            s = result.summary()
+            rows.append([str(s["subscribers"]), str(s["connected"]), s["delivered"], fmt(s["p50"]), fmt(s["p95"]),
+                         fmt(s["p99"]), fmt(s["max"]), f"{s['connect_s']:.1f}"])
+        self.stdout.write(table(["subscribers", "connected", "events delivered", "p50 ms", "p95 ms", "p99 ms",
+                                 "max ms", "connect s"], rows))
+        worst = max((r.summary()["p95"] or float("inf")) for r in rounds)
+        style = self.style.SUCCESS if worst <= GOAL_P95_MS else self.style.ERROR
+        self.stdout.write(style(f"worst p95 {worst:.1f} ms (goal <= {GOAL_P95_MS:.0f} ms)"))
