@@ -100,7 +100,10 @@ def bench_workers(
     kb = fresh_kb(embedder_name, f"w{workers}")
     queue = django_rq.get_queue("default")
     before = {w.name for w in RqWorker.all(connection=queue.connection)}
-    processes = [start_worker_process(("high", "default", "low"), process_environment()) for _ in range(workers)]
+    processes = [
+        start_worker_process(("high", "default", "low"), process_environment(KB_TORCH_THREADS="1"))
+        for _ in range(workers)
+    ]
     extra = None
     try:
         # Workers register after their preload (model loaded), so timing excludes model loading.

@@ -302,3 +302,5 @@ KB_PRELOAD = envlist("KB_PRELOAD", "search.embedders.preload_default")
 KB_SERVE_STATIC = envbool("KB_SERVE_STATIC", True)
 # Torch threads per process for the local model (0: torch's default, every core).
 KB_TORCH_THREADS = envint("KB_TORCH_THREADS", 0)
+# Scheduling priority offset of worker processes (0 = same as the web processes).
+KB_WORKER_NICE = envint("KB_WORKER_NICE", 10)

@@ -39,6 +39,10 @@ def run_preload_hooks() -> None:
 
 class Worker(SimpleWorker):
     def work(self, *args, **kwargs):
+        if settings.KB_WORKER_NICE:
+            # Background work yields the CPU to the web processes: accepting an upload must
+            # not wait behind an embedding batch on a small machine.
+            os.nice(settings.KB_WORKER_NICE)
         run_preload_hooks()
         return super().work(*args, **kwargs)
 

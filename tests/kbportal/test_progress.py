@@ -33,4 +33,5 @@ def test_a_burst_of_updates_is_coalesced_and_the_final_state_always_goes_out():
     throttle.publish({"done": 100, "status": "succeeded"}, final=True)
     events = async_to_sync(drain)(channel)
     assert sum(sent) == 1
+    assert all(isinstance(event.pop("sent_at"), float) for event in events)  # publish time, for lag
     assert events == [{"done": 0}, {"done": 100, "status": "succeeded"}]
