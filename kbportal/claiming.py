@@ -150,9 +150,12 @@ def enqueue(job: ClaimableJob) -> bool:
         "result_ttl": 600,
         "failure_ttl": 86400,
     }
-    delay = (job.not_before - timezone.now()).total_seconds() if job.not_before else 0
-    if delay > 0:
-        queue.enqueue_in(timedelta(seconds=delay), job.rq_function, job.pk, **options)
+    if job.not_before and job.not_before > timezone.now():
+        # rq keeps scheduled times in whole seconds, truncated, so a doorbell scheduled for
+        # 12:00:00.9 rings at 12:00:00 and finds a row that is not due yet (the claim refuses
+        # it, and the job waits for the sweeper). Round up: it never rings early.
+        due = job.not_before.replace(microsecond=0) + timedelta(seconds=1)
+        queue.enqueue_at(due, job.rq_function, job.pk, **options)
     else:
         queue.enqueue(job.rq_function, job.pk, **options)
     return True

@@ -98,3 +98,18 @@ def test_racing_claims_from_many_threads_have_exactly_one_winner(job):
     for thread in threads:
         thread.join()
     assert len(winners) == 1
+
+
+def test_a_retry_doorbell_never_rings_before_the_row_is_due(job, settings):
+    """rq stores scheduled times in whole seconds (truncated): the retry must be rounded up."""
+    import django_rq
+    from rq.registry import ScheduledJobRegistry
+
+    settings.KB_JOB_RETRY_BASE_SECONDS = 0.4
+    settings.KB_JOB_RETRY_MAX_SECONDS = 0.4
+    claimed = claim(IngestionJob, job.pk, "host:1")
+    schedule_retry(claimed, "blip")
+    job.refresh_from_db()
+    registry = ScheduledJobRegistry(queue=django_rq.get_queue(job.queue_name))
+    ring_at = registry.get_scheduled_time(job.rq_job_id)
+    assert ring_at >= job.not_before
