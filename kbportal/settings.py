@@ -99,18 +99,16 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         envstr("KB_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kbportal"),
-        # No persistent per-thread connections: under ASGI each request's sync code may run in
-        # a new thread, and per-thread connections piled up until PostgreSQL refused more
-        # (`manage.py loadtest`: 97 of 100 at 16 concurrent requests). A bounded pool per
-        # process instead: connections are reused across threads, and capped.
-        conn_max_age=0,
-        conn_health_checks=True,  # with the pool: a connection broken by a restart is replaced
+        # 0: under ASGI each request's sync code may run in a new thread, and Django's persistent
+        # connections are per thread: with a max age they piled up until PostgreSQL refused more
+        # (`manage.py loadtest`: 97 of 100 connections at 16 concurrent requests). A per-process
+        # pool (Django's OPTIONS["pool"], max 8) was tried: 32 concurrent requests then queued for
+        # a connection for up to a second, so connections are opened per request for now.
+        conn_max_age=envint("KB_DB_CONN_MAX_AGE", 0),
+        conn_health_checks=True,
     )
 }
-DATABASES["default"]["OPTIONS"] = {
-    "connect_timeout": envint("KB_DB_CONNECT_TIMEOUT", 2),
-    "pool": {"min_size": 1, "max_size": envint("KB_DB_POOL_SIZE", 8), "timeout": envfloat("KB_DB_POOL_TIMEOUT", 5)},
-}
+DATABASES["default"]["OPTIONS"] = {"connect_timeout": envint("KB_DB_CONNECT_TIMEOUT", 2)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = envstr("KB_REDIS_URL", "redis://127.0.0.1:6379/0")
