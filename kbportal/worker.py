@@ -90,5 +90,6 @@ def start_worker_process(
     if burst:
         args.append("--burst")
     return subprocess.Popen(
-        args, cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL
+        args, cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, with the scheduler it forks
     )

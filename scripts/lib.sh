@@ -62,7 +62,12 @@ ensure_search_server() {  # url port datadir pidfile
   if curl -fs -o /dev/null "$url"; then return 0; fi
   say "no search server at $url: starting noida-db (Elasticsearch 8 API) on port $port"
   mkdir -p "$dir"
-  nohup "$VENV/bin/noida-db" start --only elasticsearch --elasticsearch-port "$port" --data-dir "$dir" \
+  # Run the server binary itself, not the package's Python wrapper: the wrapper does not pass
+  # SIGTERM on, so stopping it would leave the server running.
+  local binary
+  binary=$("$PY" -c "from importlib.resources import files; print(files('noida_db').joinpath('noida-db'))")
+  chmod +x "$binary"
+  nohup "$binary" start --only elasticsearch --elasticsearch-port "$port" --data-dir "$dir" \
     > "$VAR/log/noida-$port.log" 2>&1 &
   echo $! > "$pidfile"
   wait_http "$url" 30 || die "the search server did not come up on $url (see var/log/noida-$port.log)"

@@ -2,6 +2,7 @@
 services a test stops and starts on its own port (search server, Redis, PostgreSQL, a TCP proxy
 that takes the object store away)."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -70,6 +71,9 @@ def stop_worker(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: f
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    # A worker's forked rq scheduler outlives a killed worker: sweep its process group too.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def wait_until(predicate, timeout: float = 60, interval: float = 0.2, message: str = "condition"):
