@@ -145,6 +145,8 @@ class ExtractiveGenerator:
         candidates: list[tuple[int, int, str]] = []  # (passage number, index in passage, sentence)
         seen_text: set[str] = set()
         for passage in passages:
+            # The document's title heads its first chunk: a title is not an answer.
+            seen_text.add(" ".join(passage.title.split()).lower())
             for index, sentence in enumerate(split_sentences(passage.content)):
                 key = sentence.lower()
                 if key not in seen_text:  # overlapping chunks repeat sentences

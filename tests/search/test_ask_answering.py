@@ -64,3 +64,12 @@ def test_context_keeps_the_best_passages_that_fit_the_budget_and_cuts_the_last()
     assert [p.content for p in context[:2]] == [p.content for p in passages[:2]]
     assert context[2].content.endswith(" …") and len(context[2].content) < len(passages[2].content)
     assert [p.number for p in build_context(passages, budget_tokens=290)] == [1, 2]  # too little left to cut
+
+
+def test_a_document_title_heading_its_text_is_never_quoted_as_an_answer(search_index):
+    kb = make_kb("titles")
+    title = "How solar panels turn sunlight into electricity"
+    ingest(kb, {title: "Solar panels turn sunlight into electricity on the roof."})
+    task = answer(kb, "How do solar panels turn sunlight into electricity?")
+    assert "Solar panels turn sunlight into electricity on the roof." in task.answer
+    assert title not in task.answer
