@@ -470,3 +470,30 @@ class CircuitBreaker:
                 self.on_transition(self.name, old, new)
             except Exception:
                 logger.exception("breaker %s: on_transition hook failed", self.name)
+
+
+_shared: dict[str, tuple[tuple, CircuitBreaker]] = {}
+
+
+def shared_breaker(
+    name: str, *, failure_exceptions: tuple[type[BaseException], ...], call_seconds: float
+) -> CircuitBreaker:
+    """This process's breaker `name`, rebuilt when the breaker settings change (tests override them).
+
+    Instances are cheap, and every instance of one name shares its state through Redis. The
+    half-open probe slot must outlive one guarded call (`call_seconds`, the call's own timeout).
+    """
+    probe_seconds = max(settings.KB_BREAKER_OPEN_SECONDS, call_seconds + 1)
+    policy = (
+        settings.KB_BREAKER_FAILURE_RATIO,
+        settings.KB_BREAKER_MIN_CALLS,
+        settings.KB_BREAKER_WINDOW_SECONDS,
+        settings.KB_BREAKER_OPEN_SECONDS,
+        probe_seconds,
+        settings.REDIS_URL,
+    )
+    cached = _shared.get(name)
+    if cached is None or cached[0] != policy:
+        breaker = CircuitBreaker(name, failure_exceptions=failure_exceptions, probe_seconds=probe_seconds)
+        cached = _shared[name] = (policy, breaker)
+    return cached[1]

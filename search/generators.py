@@ -27,7 +27,7 @@ from typing import Protocol
 import httpx
 from django.conf import settings
 
-from kbportal.breaker import CircuitBreaker, CircuitOpen
+from kbportal.breaker import CircuitBreaker, CircuitOpen, shared_breaker
 from search.embedders import get_embedder
 
 NOT_FOUND = "Not in the knowledge base."
@@ -187,30 +187,12 @@ def _dot(a: list[float], b: list[float]) -> float:
 
 # --- OpenAI-compatible chat completions ------------------------------------------------------------
 
-_breaker: CircuitBreaker | None = None
-_breaker_policy: tuple | None = None
-
-
 def llm_breaker() -> CircuitBreaker:
-    """The breaker around model calls, shared by every process through Redis (like the search one)."""
-    global _breaker, _breaker_policy
-    policy = (
-        settings.KB_BREAKER_FAILURE_RATIO,
-        settings.KB_BREAKER_MIN_CALLS,
-        settings.KB_BREAKER_WINDOW_SECONDS,
-        settings.KB_BREAKER_OPEN_SECONDS,
-        settings.KB_LLM_MAX_SECONDS,
-        settings.REDIS_URL,
-    )
-    if _breaker is None or _breaker_policy != policy:
-        _breaker = CircuitBreaker(
-            "llm",
-            failure_exceptions=(LlmUnavailable,),
-            # The half-open probe is a whole generation: hold its slot for as long as one may take.
-            probe_seconds=max(settings.KB_BREAKER_OPEN_SECONDS, settings.KB_LLM_MAX_SECONDS + 1),
-        )
-        _breaker_policy = policy
-    return _breaker
+    """The breaker around model calls, shared by every process through Redis (like the search one).
+
+    Its half-open probe is a whole generation, so the probe slot lasts as long as one may take.
+    """
+    return shared_breaker("llm", failure_exceptions=(LlmUnavailable,), call_seconds=settings.KB_LLM_MAX_SECONDS)
 
 
 def build_messages(question: str, passages: list[Passage]) -> list[dict]:

@@ -23,7 +23,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 
-from kbportal.breaker import OPEN, CircuitBreaker, CircuitOpen
+from kbportal.breaker import OPEN, CircuitBreaker, CircuitOpen, shared_breaker
 from kbportal.errors import ServiceUnavailable
 from kbportal.metrics import embedding_timer, observe_search
 from knowledge.models import ApiKey, KnowledgeBase
@@ -55,33 +55,9 @@ class KbState:
 
 # --- the breaker ---------------------------------------------------------------------------------
 
-_breaker: CircuitBreaker | None = None
-_breaker_policy: tuple | None = None
-
-
 def search_breaker() -> CircuitBreaker:
-    """The process's breaker around search-server calls; its state is shared through Redis.
-
-    Rebuilt when the breaker settings change (tests override them); instances are cheap and every
-    instance named "search" shares the same Redis state anyway.
-    """
-    global _breaker, _breaker_policy
-    policy = (
-        settings.KB_BREAKER_FAILURE_RATIO,
-        settings.KB_BREAKER_MIN_CALLS,
-        settings.KB_BREAKER_WINDOW_SECONDS,
-        settings.KB_BREAKER_OPEN_SECONDS,
-        settings.REDIS_URL,
-    )
-    if _breaker is None or _breaker_policy != policy:
-        _breaker = CircuitBreaker(
-            "search",
-            failure_exceptions=(SearchUnavailable,),
-            # The half-open probe slot must outlive one search call (KB_ES_TIMEOUT).
-            probe_seconds=max(settings.KB_BREAKER_OPEN_SECONDS, settings.KB_ES_TIMEOUT + 1),
-        )
-        _breaker_policy = policy
-    return _breaker
+    """The process's breaker around search-server calls; its state is shared through Redis."""
+    return shared_breaker("search", failure_exceptions=(SearchUnavailable,), call_seconds=settings.KB_ES_TIMEOUT)
 
 
 def search_health() -> dict:
