@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 import uuid
@@ -165,6 +164,3 @@ def drop_bench_kbs() -> None:
         delete_kb_chunks(kb.slug)
         kb.delete()
 
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else 0.0

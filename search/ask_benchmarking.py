@@ -32,11 +32,12 @@ from django.utils import timezone
 from rq import Worker
 
 from kbportal.claiming import FINISHED_STATUSES, JobStatus
+from kbportal.serving import free_port
 from kbportal.worker import process_environment, start_worker_process
 from knowledge.models import Document, DocumentStatus, KnowledgeBase, SourceKind
 from knowledge.services import knowledge_base_create, source_create
 from search.asking import answer_submit
-from search.benchmarking import LoadResult, free_port, run_load, start_server
+from search.benchmarking import LoadResult, run_load, start_server
 from search.embedders import chunk_embedding_text, embedder_dimensions, get_embedder
 from search.indexer import bulk_upsert, chunk_id, refresh
 from search.models import AnswerTask

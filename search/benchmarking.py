@@ -9,8 +9,6 @@ fusion, serialisation and the HTTP server. "cold" also computes the embedding.
 
 from __future__ import annotations
 
-import socket
-import statistics
 import subprocess
 import threading
 import time
@@ -22,6 +20,7 @@ import httpx
 from django.conf import settings
 from elasticsearch import Elasticsearch
 
+from kbportal.serving import start_web_process, wait_live
 from kbportal.worker import process_environment
 from knowledge.models import Document, KnowledgeBase
 from search.index import alias_name
@@ -126,35 +125,17 @@ def bench_direct(searches: list[list[dict]], total: int, concurrency: int) -> Lo
     return LoadResult("direct (es client)", "-", concurrency, latencies, seconds, len(errors), errors[:1])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(kind: str, port: int, processes: int = 1) -> subprocess.Popen:
-    """A server of `kind` (uvicorn or daphne) serving the ASGI app on `port`; uvicorn may run
-    several worker `processes` (as `make up` does), daphne always one."""
-    venv_bin = settings.BASE_DIR / ".venv" / "bin"
-    if kind == "uvicorn":
-        args = [str(venv_bin / "uvicorn"), "kbportal.asgi:application", "--port", str(port), "--no-access-log"]
-        args += ["--log-level", "warning", "--workers", str(processes)]
-    else:
-        args = [str(venv_bin / "daphne"), "-p", str(port), "kbportal.asgi:application"]
+    """A server of `kind` (uvicorn or daphne) serving the ASGI app on `port`, once it answers;
+    uvicorn may run several worker `processes` (as `make up` does), daphne always one."""
     # The local search server is slow by design: a production timeout would turn queueing into errors.
-    env = process_environment(KB_ES_TIMEOUT="120")
-    process = subprocess.Popen(
-        args, cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"{kind} did not start on port {port}")
+    process = start_web_process(port, process_environment(KB_ES_TIMEOUT="120"), server=kind, workers=processes)
+    try:
+        wait_live(f"http://127.0.0.1:{port}", process, seconds=120)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process
 
 
 def bench_api(
@@ -174,6 +155,3 @@ def bench_api(
     latencies, seconds, errors = run_load(call, total, concurrency)
     return LoadResult("api", cache, concurrency, latencies, seconds, len(errors), errors[:1])
 
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else 0.0

@@ -4,10 +4,8 @@ and a real S3 server (moto's server mode) started here."""
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 from django.conf import settings
@@ -15,17 +13,6 @@ from django.conf import settings
 from kbportal.serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_http(url: str, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=0.5)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {seconds}s")
 
 
 def pytest_sessionstart(session):
@@ -55,7 +42,9 @@ def s3_server():
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/")
+        from tests.support import wait_for_http
+
+        wait_for_http(f"http://127.0.0.1:{port}/")
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()

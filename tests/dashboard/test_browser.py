@@ -14,11 +14,11 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from ingestion.pipeline import IngestionRunner
 from ingestion.services import source_sync
+from kbportal.serving import free_port
 from kbportal.worker import start_worker_process
 from knowledge.models import Source
 from search.client import get_client, reset_client
-from tests.conftest import free_port, wait_http
-from tests.support import ROOT, stop_worker, worker_env
+from tests.support import ROOT, stop_worker, wait_for_http, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,7 +68,7 @@ class AsgiServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_http(f"{self.url}/health/live", seconds=30)
+        wait_for_http(f"{self.url}/health/live", seconds=30)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

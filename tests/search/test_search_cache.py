@@ -3,11 +3,11 @@
 import pytest
 from django.test import override_settings
 
+from kbportal.serving import free_port
 from search import cache
 from search.client import reset_client
 from search.embedders import get_embedder
 from search.services import search_knowledge
-from tests.conftest import free_port
 from tests.search.search_kbs import SEARCH_URL, bearer, ingest, make_kb
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from kbportal.serving import free_port
 from knowledge.models import KnowledgeBase
 from knowledge.services import api_key_create
 from search import benchmarking as bench
@@ -39,7 +40,7 @@ class Command(BaseCommand):
                 results[("direct", level)] = result
                 self.stdout.write(result.row())
             for server in options["servers"].split(","):
-                port = bench.free_port()
+                port = free_port()
                 process = bench.start_server(server, port)
                 try:
                     base = f"http://127.0.0.1:{port}"
