@@ -154,11 +154,6 @@ def bench_upload_accept(kb: KnowledgeBase, uploads: int, concurrency: int = 4) -
     return latencies
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def drop_bench_kbs() -> None:
     for kb in KnowledgeBase.objects.filter(slug__startswith="bench-"):
         delete_kb_chunks(kb.slug)

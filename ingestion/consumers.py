@@ -18,11 +18,11 @@ per `MIN_INTERVAL`, the latest one winning, flushed by a short timer. A final st
 failed, canceled) is sent at once and replaces anything pending for that job; a non-final event
 arriving after it is dropped.
 
-Final states are guaranteed, not hoped for: channels-redis silently drops messages to a channel
-that is over capacity, so an event (even a final one) can be lost. A job that is not finished and
-has been silent for `STALE_AFTER` seconds is therefore re-read from PostgreSQL (the truth) and its
-state sent if it changed. A finished job, or a worker that died mid-job, is shown right within a
-few seconds whatever happened to the events.
+Final states are guaranteed, not hoped for: the channel layer (Redis pub/sub) delivers at most
+once, so an event (even a final one) can be lost, e.g. while a server process reconnects to Redis.
+A job that is not finished and has been silent for `STALE_AFTER` seconds is therefore re-read from
+PostgreSQL (the truth) and its state sent if it changed. A finished job, or a worker that died
+mid-job, is shown right within a few seconds whatever happened to the events.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from kbportal.claiming import FINISHED_STATUSES
+from kbportal.sockets import JsonSocketConsumer
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
@@ -90,7 +90,7 @@ def job_states(job_ids: list[int]) -> list[dict]:
     return [job_state(job) for job in IngestionJob.objects.select_related("kb").filter(pk__in=job_ids)]
 
 
-class JobProgressConsumer(AsyncJsonWebsocketConsumer):
+class JobProgressConsumer(JsonSocketConsumer):
     group: str | None = None
     tasks: tuple[asyncio.Task, ...] = ()
 
@@ -112,7 +112,7 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
         else:
             await self.close(code=CLOSE_BAD_REQUEST)
             return
-        self.pending: dict[Any, dict] = {}  # job id -> latest state not yet sent
+        self.pending: dict[Any, tuple[dict, str | None]] = {}  # job id -> latest state not yet sent, as JSON
         self.sent: dict[Any, dict] = {}  # job id -> last state sent
         self.last_sent: dict[Any, float] = {}  # job id -> when (monotonic)
         self.recheck: dict[Any, tuple[float, float]] = {}  # unfinished job id -> (re-read at, wait)
@@ -128,11 +128,11 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
         self.tasks = (asyncio.create_task(self.flush_pending()), asyncio.create_task(self.watch_silent_jobs()))
 
     async def disconnect(self, code: int) -> None:
+        for task in self.tasks:
+            task.cancel()
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
             self.group = None
-        for task in self.tasks:
-            task.cancel()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "resync" and self.group is not None:
@@ -141,8 +141,8 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_state(state)
 
     async def progress_event(self, event: dict) -> None:
-        """A progress event from the group (see kbportal.progress)."""
-        await self.offer(event["payload"])
+        """A progress event from the group (see kbportal.progress); `text` is its payload as JSON."""
+        await self.offer(event["payload"], event.get("text"))
 
     # -- internals ---------------------------------------------------------------------------
     async def snapshot(self) -> dict | None:
@@ -164,7 +164,7 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
         else:
             self.recheck[key] = (now + STALE_AFTER, STALE_AFTER)
 
-    async def offer(self, payload: dict) -> None:
+    async def offer(self, payload: dict, text: str | None = None) -> None:
         """Send now, coalesce for later, or drop, as the rules in the module docstring say."""
         key = payload.get("id")
         previous = self.sent.get(key)
@@ -174,14 +174,16 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
             self.recheck[key] = (time.monotonic() + STALE_AFTER, STALE_AFTER)
         if is_final(payload) or time.monotonic() >= self.last_sent.get(key, 0.0) + MIN_INTERVAL:
             self.pending.pop(key, None)
-            await self.send_job(key, payload)
+            await self.send_job(key, payload, text)
         else:
-            self.pending[key] = payload
+            self.pending[key] = (payload, text)
             self.wake.set()
 
-    async def send_job(self, key: Any, payload: dict) -> None:
+    async def send_job(self, key: Any, payload: dict, text: str | None = None) -> None:
+        """Send one job's state; `text`, when given, is it as JSON (encoded once by the producer
+        for every socket of the group, not once per socket)."""
         self.remember(key, payload, time.monotonic())
-        await self.send_json(payload)
+        await (self.send_json(payload) if text is None else self.send(text_data=text))
 
     async def flush_pending(self) -> None:
         """Send each coalesced job's latest state once its interval has passed."""
@@ -193,9 +195,9 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
                 await asyncio.sleep(max(due - time.monotonic(), 0))
                 for key in list(self.pending):
                     if self.last_sent.get(key, 0.0) + MIN_INTERVAL <= time.monotonic():
-                        payload = self.pending.pop(key, None)
-                        if payload is not None:
-                            await self.send_job(key, payload)
+                        item = self.pending.pop(key, None)
+                        if item is not None:
+                            await self.send_job(key, *item)
 
     async def watch_silent_jobs(self) -> None:
         """Re-read unfinished jobs that went quiet: their events may have been dropped on the way."""

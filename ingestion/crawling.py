@@ -27,8 +27,9 @@ Scope decisions (what users of the source form should expect):
 - Links come from <a href> and <area href>, resolved against <base href>; `<meta name=robots
   content=nofollow>` stops link extraction. Links to obvious media/binary files are skipped
   before fetching; fetched bodies must be HTML, PDF, plain text or Markdown (DOCUMENT_TYPES).
-- 304 pages have no body to take links from: pass `known_body` (returns the stored raw bytes of a
-  known page) so an unchanged page's links are still followed; without it they are not.
+- 304 pages have no body to take links from: their links are `KnownPage.links` (remembered from
+  the previous fetch, see `FetchedPage.links`), else parsed from `known_body` (returns the stored
+  raw bytes of a known page); with neither, they are not followed.
 """
 
 import asyncio
@@ -67,6 +68,8 @@ SITEMAP_MAX_BYTES = 50 * 1024 * 1024  # the sitemap protocol's own limit, uncomp
 MAX_SITEMAPS = 50
 MAX_CRAWL_DELAY = 60.0
 ROBOTS_DISALLOWED = "disallowed by robots.txt"
+DRAIN_MAX_BYTES = 64 * 1024  # a non-200 body up to this size is read so its connection is kept
+INLINE_PARSE_BYTES = 128 * 1024  # larger pages are parsed in a thread, off the event loop
 PAGE_DEADLINE_FACTOR = 3  # a whole hop (connect + headers + body) may take this many timeouts
 
 
@@ -77,6 +80,9 @@ class KnownPage:
     etag: str = ""
     last_modified: str = ""
     sha256: str = ""
+    #: The page's links at its previous fetch (`FetchedPage.links`), None if not remembered: a 304
+    #: then follows these without reading the stored body.
+    links: list[str] | None = None
 
 
 @dataclass
@@ -89,6 +95,9 @@ class FetchedPage:
     last_modified: str = ""
     title_hint: str = ""
     error: str = ""  # human reason for status 0
+    #: Links found on a 200 page (normalised, in scope or not): remember them in
+    #: `KnownPage.links` so a later 304 needs no stored body.
+    links: list[str] = field(default_factory=list)
 
     @property
     def refused(self) -> bool:
@@ -201,6 +210,14 @@ def parse_html(content: bytes, url: str, charset: str = "") -> HtmlLinks:
             seen.add(link)
             result.links.append(link)
     return result
+
+
+async def parse_html_soon(content: bytes, url: str, charset: str = "") -> HtmlLinks:
+    """`parse_html` on the event loop for a usual page (a thread hop costs more than parsing it),
+    in a thread for a large one, which would hold up the other fetches."""
+    if len(content) <= INLINE_PARSE_BYTES:
+        return parse_html(content, url, charset)
+    return await asyncio.to_thread(parse_html, content, url, charset)
 
 
 def parse_sitemap(content: bytes) -> tuple[str, list[str]]:
@@ -380,8 +397,9 @@ class Crawler:
         page = FetchedPage(url, 200, content=content, content_type=media, etag=etag, last_modified=last_modified)
         if media not in HTML_TYPES:
             return page, []
-        parsed = await asyncio.to_thread(parse_html, content, url, charset)
+        parsed = await parse_html_soon(content, url, charset)
         page.title_hint = parsed.title
+        page.links = parsed.links
         if parsed.canonical and parsed.canonical != url and self.scope.host_allowed(parsed.canonical):
             if parsed.canonical in self.claimed:
                 return None, parsed.links
@@ -390,12 +408,14 @@ class Crawler:
         return page, parsed.links
 
     async def known_links(self, url: str, known: KnownPage) -> list[str]:
+        if known.links is not None:
+            return known.links
         if self.known_body is None:
             return []
         body = await self.known_body(url, known)
         if not body or body.lstrip()[:1] != b"<":
             return []
-        return (await asyncio.to_thread(parse_html, body, url)).links
+        return (await parse_html_soon(body, url)).links
 
     async def request(self, url: str, headers: dict[str, str], *, document: bool, max_bytes: int = 0):
         """One GET, body read only for a 200 (document types only when `document`), within byte and time limits."""
@@ -419,6 +439,7 @@ class Crawler:
             raise FetchError(f"{type(exc).__name__}: {exc}".rstrip(": "))
         try:
             if response.status_code != 200:
+                await self.drain(response)
                 return response, b""
             media = _media_type(response.headers)[0]
             if document and media and media not in DOCUMENT_TYPES:
@@ -430,6 +451,26 @@ class Crawler:
             raise FetchError(f"{type(exc).__name__}: {exc}".rstrip(": "))
         finally:
             await response.aclose()
+
+    @staticmethod
+    async def drain(response: httpx.Response) -> None:
+        """Read the small body of a non-200 answer (304, redirect, 404) and drop it.
+
+        Closing a response that was not read to its end closes its connection too: without this,
+        every 304 of a re-sync would open a new TCP connection (and the server a new thread).
+        A large or broken body is not worth it: the connection is then just closed.
+        """
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > DRAIN_MAX_BYTES:
+            return
+        total = 0
+        try:
+            async for chunk in response.aiter_raw():
+                total += len(chunk)
+                if total > DRAIN_MAX_BYTES:
+                    return
+        except httpx.HTTPError:
+            return
 
     @staticmethod
     async def read_limited(response: httpx.Response, max_bytes: int) -> bytes:
@@ -541,8 +582,8 @@ async def crawl(
     `should_stop` is polled before each URL (cancellation, lost lease): in-flight pages finish.
     `client_factory(transport)` may customise the httpx client (headers, hooks) but receives the
     SSRF-guarded transport, which it must use; redirects are always followed by the crawler itself.
-    `known_body(url, known_page)` returns the stored bytes of a page that answered 304, so its links
-    are still followed.
+    `known_body(url, known_page)` returns the stored bytes of a page that answered 304 and has no
+    remembered `links`, so its links are still followed.
     `stats`, when given, is the CrawlStats the crawl counts into (and returns), so another thread
     can watch the counters while it runs.
     """

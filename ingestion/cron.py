@@ -1,4 +1,4 @@
-"""Periodic work for `manage.py rqcron ingestion/cron.py` (started by `make up`)."""
+"""Periodic work for `manage.py scheduler ingestion/cron.py` (started by `make up`)."""
 
 from django.conf import settings
 from rq import cron

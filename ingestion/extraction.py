@@ -21,6 +21,7 @@ import markdown
 import pypdf
 import trafilatura
 from lxml import etree
+from trafilatura.settings import Extractor
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,8 @@ def _sniff_kind(data: bytes) -> str:
     return PLAIN
 
 
+#: C0 controls other than tab, newline, form feed and carriage return; DEL; C1 controls.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 
 
@@ -166,15 +169,10 @@ def _decode_text(data: bytes) -> str:
                 break
             except UnicodeDecodeError:
                 continue
-    controls = sum(1 for char in text if _is_control(char))
+    controls = len(_CONTROL_CHARS.findall(text))
     if text and controls / len(text) > _MAX_CONTROL_RATIO:
         raise ExtractionError("The file looks like binary data, not text.")
     return text
-
-
-def _is_control(char: str) -> bool:
-    code = ord(char)
-    return (code < 32 and char not in "\t\n\r\f") or 0x7F <= code <= 0x9F
 
 
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -184,7 +182,7 @@ _SPACES = re.compile(r"[ \t\u00a0]+")
 def _tidy(text: str) -> str:
     """Unix newlines, no control characters, no trailing spaces, at most one blank line in a row."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n\n")
-    text = "".join(char for char in text if not _is_control(char))
+    text = _CONTROL_CHARS.sub("", text)
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
@@ -228,13 +226,18 @@ _BLOCK_TAGS = {
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 
 
+#: trafilatura's settings, built once (building them parses its config file): main text with tables,
+#: without comments.
+_MAIN_CONTENT = Extractor(output_format="txt", comments=False, tables=True)
+
+
 def _extract_html(source: str) -> tuple[str, str]:
     source = _XML_DECLARATION.sub("", source)  # lxml refuses str input that declares an encoding
     try:
         tree = lxml.html.document_fromstring(source)
     except (etree.ParserError, ValueError):
         raise ExtractionError("The HTML document could not be parsed.")
-    main = trafilatura.extract(source, include_comments=False, include_tables=True, output_format="txt")
+    main = trafilatura.extract(source, options=_MAIN_CONTENT)
     if main and main.strip():
         # trafilatura puts one block per line; blank lines make them paragraphs for the chunker.
         text = _tidy("\n\n".join(_drop_repeated_tail(main.split("\n"))))
@@ -257,17 +260,20 @@ def _drop_repeated_tail(blocks: list[str]) -> list[str]:
     return blocks
 
 
-_TITLE_XPATHS = (
-    '//meta[@property="og:title"]/@content',
-    '//meta[@name="twitter:title"]/@content',
-    "//title//text()",
-    "//h1//text()",
+_TITLE_XPATHS = tuple(
+    etree.XPath(path)
+    for path in (
+        '//meta[@property="og:title"]/@content',
+        '//meta[@name="twitter:title"]/@content',
+        "//title//text()",
+        "//h1//text()",
+    )
 )
 
 
 def _html_title(tree: lxml.html.HtmlElement) -> str:
     for xpath in _TITLE_XPATHS:
-        values = [value.strip() for value in tree.xpath(xpath) if value.strip()]
+        values = [value.strip() for value in xpath(tree) if value.strip()]
         if values:
             return _SPACES.sub(" ", " ".join(values)).strip()[:_TITLE_MAX]
     return ""

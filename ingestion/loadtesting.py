@@ -30,6 +30,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from kbportal.measuring import percentile
+
 KINDS = ("search_hit", "search_miss", "upload", "job_status")
 #: Share of each kind in the mix.
 DEFAULT_MIX = {"search_hit": 0.70, "search_miss": 0.10, "upload": 0.05, "job_status": 0.15}
@@ -79,14 +81,6 @@ class Tally:
 
     def search_hit_ms(self) -> list[float]:
         return self.latencies(lambda s: s.kind.startswith("search") and s.cache == "hit")
-
-
-def percentile(values: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile of sorted values (None when there are none)."""
-    if not values:
-        return None
-    rank = max(1, min(len(values), round(pct / 100 * len(values) + 0.5)))
-    return values[rank - 1]
 
 
 def fmt(value: float | None) -> str:
@@ -219,13 +213,13 @@ class StepResult:
         all_ms, hit_ms = self.tally.latencies(), self.tally.search_hit_ms()
         miss_ms = self.tally.latencies(lambda s: s.kind.startswith("search") and s.cache == "miss")
         return [str(self.concurrency), str(len(self.tally.samples)), f"{self.throughput:.1f}",
-                fmt(percentile(all_ms, 50)), fmt(percentile(all_ms, 95)), fmt(percentile(all_ms, 99)),
-                fmt(percentile(hit_ms, 50)), fmt(percentile(hit_ms, 95)), fmt(percentile(miss_ms, 95)),
+                fmt(percentile(all_ms, 0.5)), fmt(percentile(all_ms, 0.95)), fmt(percentile(all_ms, 0.99)),
+                fmt(percentile(hit_ms, 0.5)), fmt(percentile(hit_ms, 0.95)), fmt(percentile(miss_ms, 0.95)),
                 str(self.tally.error_count)]
 
     @property
     def passed(self) -> bool:
-        hit_p95 = percentile(self.tally.search_hit_ms(), 95)
+        hit_p95 = percentile(self.tally.search_hit_ms(), 0.95)
         return self.tally.error_count == 0 and hit_p95 is not None and hit_p95 < HIT_P95_GOAL_MS
 
 

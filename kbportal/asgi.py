@@ -2,10 +2,16 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kbportal.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application does, with our handler
+
+from kbportal.asgi_handler import SyncChainASGIHandler  # noqa: E402
+from kbportal.postgres.base import enable_reuse  # noqa: E402
+
+django_asgi_app = SyncChainASGIHandler()
+enable_reuse()  # requests come and go here: their idle PostgreSQL connections serve the next ones
 
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
@@ -18,6 +24,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from kbportal.body_limit import BodyLimit  # noqa: E402
 from kbportal.metrics import WebSocketGauge  # noqa: E402
 from kbportal.routing import websocket_urlpatterns  # noqa: E402
 from kbportal.worker import run_preload_hooks  # noqa: E402
@@ -27,7 +34,7 @@ run_preload_hooks()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodyLimit(django_asgi_app),
         "websocket": WebSocketGauge(AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
     }
 )

@@ -22,13 +22,17 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 import django_rq
+import redis
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RqJob
 from rq.job import JobStatus as RqStatus
+from rq.queue import Queue
 
 from kbportal import metrics
 from kbportal.logging import job_context
@@ -127,12 +131,36 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+_rq_clients: dict[str, redis.Redis] = {}
+_rq_clients_lock = threading.Lock()
+
+
+def rq_queue(name: str) -> Queue:
+    """The rq queue `name` on a Redis client shared by this process's threads.
+
+    `django_rq.get_queue` builds a new client, so a new connection, on every call: on the accept
+    path of an upload or a question that was a TCP connect and rq's INFO per request.
+    """
+    url = settings.RQ_QUEUES[name]["URL"]
+    with _rq_clients_lock:
+        client = _rq_clients.get(url)
+        if client is None:
+            timeout = settings.REDIS_SOCKET_TIMEOUT
+            client = _rq_clients[url] = redis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                # One immediate retry survives a stale pooled connection (Redis restarted); with
+                # Redis down the caller (a 202 whose doorbell the sweeper rings later) fails fast.
+                retry=Retry(NoBackoff(), 1),
+            )
+    return django_rq.get_queue(name, connection=client)
+
+
 def enqueue(job: ClaimableJob) -> bool:
     """Put the job's doorbell on its rq queue unless one is already waiting or running.
 
     Returns True when an rq job was enqueued. A job that is due later goes to rq's scheduler.
     """
-    queue = django_rq.get_queue(job.queue_name)
+    queue = rq_queue(job.queue_name)
     try:
         existing = RqJob.fetch(job.rq_job_id, connection=queue.connection)
         if existing.get_status(refresh=False) in (
@@ -264,7 +292,7 @@ def request_cancel(model: type[ClaimableJob], pk: int) -> ClaimableJob:
 
 
 def rq_job_waiting(job: ClaimableJob) -> bool:
-    queue = django_rq.get_queue(job.queue_name)
+    queue = rq_queue(job.queue_name)
     try:
         status = RqJob.fetch(job.rq_job_id, connection=queue.connection).get_status(refresh=False)
     except NoSuchJobError:

@@ -5,6 +5,7 @@ one event per KB_PROGRESS_INTERVAL (a few per second) and only the latest number
 between are coalesced into the next event. `publish(..., final=True)` always goes out.
 """
 
+import json
 import logging
 import time
 from typing import Any
@@ -21,15 +22,17 @@ EVENT_TYPE = "progress.event"
 def send_to_groups(groups: list[str], payload: dict[str, Any]) -> None:
     """Send one event to several groups; a broken channel layer never breaks the caller.
 
-    Each event carries `sent_at` (Unix time of publishing), so a subscriber can tell how late it is.
+    Each event carries `sent_at` (Unix time of publishing), so a subscriber can tell how late it is,
+    and `text`, the payload as JSON: encoded once here, not by each of a group's many sockets.
     """
     layer = get_channel_layer()
     if layer is None:
         return
     payload = {**payload, "sent_at": time.time()}
     try:
+        message = {"type": EVENT_TYPE, "payload": payload, "text": json.dumps(payload)}
         for group in groups:
-            async_to_sync(layer.group_send)(group, {"type": EVENT_TYPE, "payload": payload})
+            async_to_sync(layer.group_send)(group, message)
     except Exception:
         logger.warning("progress publish to %s failed", groups, exc_info=True)
 

@@ -29,7 +29,8 @@ def start_web_process(
         args = [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "kbportal.asgi:application"]
     else:
         args = [str(bin_dir / "uvicorn"), "kbportal.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", str(workers), "--no-access-log", "--timeout-graceful-shutdown", "10"]
+                "--workers", str(workers), "--no-access-log", "--timeout-graceful-shutdown", "10",
+                "--ws-per-message-deflate", "false"]
     return subprocess.Popen(
         args, cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL
     )

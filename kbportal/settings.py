@@ -7,6 +7,7 @@ KB_DEBUG=0, KB_ALLOWED_HOSTS and KB_SECURE_SSL=1; `manage.py check --deploy` the
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 
@@ -99,15 +100,18 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         envstr("KB_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kbportal"),
-        # 0: under ASGI each request's sync code may run in a new thread, and Django's persistent
-        # connections are per thread: with a max age they piled up until PostgreSQL refused more
-        # (`manage.py loadtest`: 97 of 100 connections at 16 concurrent requests). A per-process
-        # pool (Django's OPTIONS["pool"], max 8) was tried: 32 concurrent requests then queued for
-        # a connection for up to a second, so connections are opened per request for now.
+        # Django's PostgreSQL backend; the web server parks idle connections for the next request
+        # (see kbportal/postgres/base.py for why neither CONN_MAX_AGE nor Django's pool).
+        engine="kbportal.postgres",
+        # 0: under ASGI every request runs in a thread of its own, and Django's persistent
+        # connections are per thread: with a max age they piled up until PostgreSQL refused more.
         conn_max_age=envint("KB_DB_CONN_MAX_AGE", 0),
         conn_health_checks=True,
     )
 }
+# Idle connections a web process keeps for the next request, and for how long (seconds).
+KB_DB_IDLE_CONNECTIONS = envint("KB_DB_IDLE_CONNECTIONS", 16)
+KB_DB_IDLE_SECONDS = envfloat("KB_DB_IDLE_SECONDS", 60.0)
 DATABASES["default"]["OPTIONS"] = {"connect_timeout": envint("KB_DB_CONNECT_TIMEOUT", 2)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -132,10 +136,18 @@ RQ_QUEUES = {
 }
 RQ_SHOW_ADMIN_LINK = True
 
+# Redis pub/sub: each server process subscribes once per group and hands every event to its own
+# consumers of that group, so a group_send is one PUBLISH however many sockets listen (the list-based
+# core layer pushed one copy per socket and delivered them one at a time). At most once, no queue
+# in Redis: a consumer that misses an event re-reads the database (ingestion/search consumers).
+# Pub/sub channels ignore the Redis database number, so the prefix carries it.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": envstr("KB_CACHE_PREFIX", "kb") + ":asgi"},
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": f"{envstr('KB_CACHE_PREFIX', 'kb')}:{urlsplit(REDIS_URL).path.strip('/') or '0'}:asgi:",
+        },
     }
 }
 
@@ -212,12 +224,16 @@ KB_EMBED_HTTP_DIMS = envint("KB_EMBED_HTTP_DIMS", 384)
 
 # Ingestion.
 KB_MAX_UPLOAD_BYTES = envint("KB_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
+# The whole request body (all files of one upload together), refused at the ASGI edge (kbportal.body_limit).
+KB_MAX_REQUEST_BYTES = envint("KB_MAX_REQUEST_BYTES", 5 * KB_MAX_UPLOAD_BYTES)
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("KB_MAX_BODY_BYTES", 2 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 KB_CHUNK_TOKENS = envint("KB_CHUNK_TOKENS", 300)
 KB_CHUNK_OVERLAP = envfloat("KB_CHUNK_OVERLAP", 0.15)
 KB_JOB_LEASE_SECONDS = envint("KB_JOB_LEASE_SECONDS", 60)
-KB_JOB_MAX_ATTEMPTS = envint("KB_JOB_MAX_ATTEMPTS", 5)
+# 10 attempts with the default backoff (2 s doubling, capped at 300 s, full jitter) ride out an
+# outage of about 7-13 minutes before a job is failed for good.
+KB_JOB_MAX_ATTEMPTS = envint("KB_JOB_MAX_ATTEMPTS", 10)
 KB_JOB_RETRY_BASE_SECONDS = envfloat("KB_JOB_RETRY_BASE_SECONDS", 2.0)
 KB_JOB_RETRY_MAX_SECONDS = envfloat("KB_JOB_RETRY_MAX_SECONDS", 300.0)
 KB_PROGRESS_INTERVAL = envfloat("KB_PROGRESS_INTERVAL", 0.25)

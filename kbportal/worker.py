@@ -11,16 +11,24 @@ stops at its next batch boundary (the batch in flight is indexed and counted), `
 releases the row, which is queued again at once for another worker, and rq then exits because
 its warm shutdown was requested. A second signal is rq's cold shutdown (immediate exit; the
 job is still released on the way out).
+
+`CronScheduler` is the scheduler `manage.py scheduler` runs: rq's cron scheduler, which would
+exit on the first Redis error, made to wait for Redis and go on (see its docstring).
 """
 
 import logging
 import os
 import subprocess
 import sys
+import time
 
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils.module_loading import import_string
+from django_rq.cron import DjangoCronScheduler
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq.exceptions import StopRequested
 from rq.worker import SimpleWorker
 
 from kbportal.claiming import request_worker_stop
@@ -60,6 +68,33 @@ class Worker(SimpleWorker):
         logger.info("worker %s: stop requested; the running job is released at its next batch boundary", self.name)
         request_worker_stop()
         super().handle_warm_shutdown_request()
+
+
+class CronScheduler(DjangoCronScheduler):
+    """rq's cron scheduler, riding out Redis outages.
+
+    rq's `CronScheduler.start()` lets a Redis error end the process, so one Redis restart would
+    stop the job sweeper, scheduled re-syncs and the answer purge until someone restarts it. Here
+    a Redis error is logged and the loop starts again once Redis answers; the jobs that fell due
+    meanwhile are enqueued then, once each. SIGTERM/SIGINT still stop it at once.
+    """
+
+    #: Seconds between attempts while Redis does not answer.
+    retry_seconds = 2.0
+
+    def start(self) -> None:
+        while True:
+            try:
+                super().start()
+                return  # stopped by a signal
+            except StopRequested:  # a signal before rq's own loop caught it
+                return
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                logger.warning("cron scheduler: Redis unavailable (%s); trying again in %ss", exc, self.retry_seconds)
+            try:
+                time.sleep(self.retry_seconds)
+            except StopRequested:  # rq's signal handler, still installed
+                return
 
 
 def process_environment(**extra: str) -> dict[str, str]:

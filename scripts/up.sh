@@ -35,12 +35,14 @@ start() {  # name command...
 if [ "$SERVER" = "daphne" ]; then
   start web "$VENV/bin/daphne" -b "$HOST" -p "$PORT" kbportal.asgi:application
 else
-  start web "$VENV/bin/uvicorn" kbportal.asgi:application --host "$HOST" --port "$PORT" --workers 2 --no-access-log --timeout-graceful-shutdown "${KB_WEB_GRACE:-10}"
+  # No permessage-deflate: our WebSocket messages are small JSON; compressing each one took a fifth of
+  # the server's CPU per delivered message, and ~100 KB per socket (manage.py bench_ws, 1,000 sockets).
+  start web "$VENV/bin/uvicorn" kbportal.asgi:application --host "$HOST" --port "$PORT" --workers 2 --no-access-log --timeout-graceful-shutdown "${KB_WEB_GRACE:-10}" --ws-per-message-deflate false
 fi
 for n in 1 2; do
   KB_TORCH_THREADS="${KB_TORCH_THREADS:-1}" start "worker-$n" "$PY" manage.py rqworker high default low answers --worker-class kbportal.worker.Worker --with-scheduler
 done
-start scheduler "$PY" manage.py rqcron ingestion/cron.py
+start scheduler "$PY" manage.py scheduler ingestion/cron.py
 
 wait_http "http://$HOST:$PORT/health/live" 60 || die "the web server did not start (see var/log/web.log)"
 wait_http "http://$HOST:$PORT/health/ready" 30 || echo "warning: /health/ready is not all green yet: curl http://$HOST:$PORT/health/ready"

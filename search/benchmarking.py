@@ -20,6 +20,7 @@ import httpx
 from django.conf import settings
 from elasticsearch import Elasticsearch
 
+from kbportal.measuring import percentile
 from kbportal.serving import start_web_process, wait_live
 from kbportal.worker import process_environment
 from knowledge.models import Document, KnowledgeBase
@@ -39,8 +40,15 @@ class LoadResult:
     error_sample: list[str] | None = None
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
+        return percentile(self.latencies, q) if self.latencies else 0.0
+
+    def merged(self, other: LoadResult) -> LoadResult:
+        """This run and `other` (same target and level, run one after the other) as one."""
+        return LoadResult(
+            self.target, self.cache, self.concurrency, self.latencies + other.latencies,
+            self.seconds + other.seconds, self.errors + other.errors,
+            (self.error_sample or []) + (other.error_sample or []) or None,
+        )
 
     @property
     def rps(self) -> float:
@@ -141,17 +149,56 @@ def start_server(kind: str, port: int, processes: int = 1) -> subprocess.Popen:
 def bench_api(
     base_url: str, key: str, kb: KnowledgeBase, queries: list[str], mode: str, total: int, concurrency: int, cache: str
 ) -> LoadResult:
-    local = threading.local()
+    with api_client(base_url, key, concurrency) as client:
 
-    def call(i: int) -> None:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
-        response = local.client.get(
-            "/api/v1/search", params={"kb": kb.slug, "q": queries[i % len(queries)], "mode": mode, "size": 10}
-        )
-        if response.status_code != 200:
-            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+        def call(i: int) -> None:
+            response = client.get(
+                "/api/v1/search", params={"kb": kb.slug, "q": queries[i % len(queries)], "mode": mode, "size": 10}
+            )
+            if response.status_code != 200:
+                raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
 
-    latencies, seconds, errors = run_load(call, total, concurrency)
+        latencies, seconds, errors = run_load(call, total, concurrency)
     return LoadResult("api", cache, concurrency, latencies, seconds, len(errors), errors[:1])
 
+
+def api_client(base_url: str, key: str, concurrency: int, timeout: float = 60) -> httpx.Client:
+    """One client for all the load's threads (httpx clients are thread-safe), made before the clock.
+
+    A client per thread made inside the measurement cost the benchmark itself about 30 ms of CPU
+    each (httpx loads its CA bundle), on the 2 cores the server under test runs on: 100 of them
+    were seconds of CPU inside "100 submissions at once". Connections still open on first use.
+    """
+    return httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout,
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+    )
+
+
+def paired_misses(
+    base_url: str, key: str, kb: KnowledgeBase, queries: list[str], searches: list[list[dict]], mode: str, rounds: int
+) -> list[float]:
+    """What the API adds to a miss: per query, the direct `_msearch` and the API's miss back to back.
+
+    The search server's own time drifts between runs by more than the API adds (the separate
+    tables above compare medians taken a minute apart); paired, the drift cancels. Returns the
+    differences (API miss - direct) in ms; their median is the figure.
+    """
+    direct = Elasticsearch(settings.KB_ES_URL, request_timeout=60)
+    alias = alias_name()
+    differences = []
+    with api_client(base_url, key, 1) as api:
+        for _ in range(rounds):
+            kb.bump_generation()  # every API request of this round is a result-cache miss
+            for query, search in zip(queries, searches, strict=True):
+                started = time.perf_counter()
+                direct.msearch(index=alias, searches=search)
+                reference = time.perf_counter() - started
+                started = time.perf_counter()
+                response = api.get("/api/v1/search", params={"kb": kb.slug, "q": query, "mode": mode, "size": 10})
+                elapsed = time.perf_counter() - started
+                if response.status_code != 200 or response.json()["cache"] != "miss":
+                    raise RuntimeError(f"not a miss: {response.status_code} {response.text[:200]}")
+                differences.append((elapsed - reference) * 1000)
+    direct.close()
+    return differences

@@ -59,10 +59,31 @@ def get_result(key: str) -> dict | None:
         return None
 
 
-def store_result(fresh_key: str, good_key: str, result: dict) -> None:
+def lookup(result_key: str | None, embedder: str, text: str) -> tuple[dict | None, list[float] | None]:
+    """The cached result under `result_key` and the cached embedding of `text`, in one round trip.
+
+    Either is skipped when not wanted (`result_key` None, `embedder` empty); a failure misses both.
+    """
+    embedding_key = _embedding_key(embedder, text) if embedder else None
+    keys = [key for key in (result_key, embedding_key) if key]
+    if not keys:
+        return None, None
     try:
-        cache.set(fresh_key, result, settings.KB_SEARCH_CACHE_SECONDS)
-        cache.set(good_key, result, settings.KB_SEARCH_STALE_SECONDS)
+        found = cache.get_many(keys)
+    except CACHE_ERRORS as exc:
+        logger.warning("search cache read failed: %s", exc)
+        return None, None
+    packed = found.get(embedding_key) if embedding_key else None
+    return found.get(result_key) if result_key else None, array("f", packed).tolist() if packed else None
+
+
+def store_result(fresh_key: str, good_key: str, result: dict) -> None:
+    """Both copies in one round trip (a pipeline through django-redis, which still makes the keys)."""
+    try:
+        pipeline = cache.client.get_client(write=True).pipeline(transaction=False)
+        cache.set(fresh_key, result, settings.KB_SEARCH_CACHE_SECONDS, client=pipeline)
+        cache.set(good_key, result, settings.KB_SEARCH_STALE_SECONDS, client=pipeline)
+        pipeline.execute()
     except CACHE_ERRORS as exc:
         logger.warning("search cache write failed: %s", exc)
 

@@ -25,10 +25,10 @@ import contextlib
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from rest_framework.exceptions import AuthenticationFailed
 
 from kbportal.claiming import FINISHED_STATUSES
+from kbportal.sockets import JsonSocketConsumer
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -85,7 +85,7 @@ def read_state(task_id: int) -> dict | None:
     return answer_state(task) if task is not None else None
 
 
-class AnswerConsumer(AsyncJsonWebsocketConsumer):
+class AnswerConsumer(JsonSocketConsumer):
     group: str | None = None
     watcher: asyncio.Task | None = None
 

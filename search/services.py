@@ -2,10 +2,12 @@
 
 `search_knowledge` takes a request from any caller and answers it:
 
-1. one query reads every named knowledge base (existence -> 404, the API key's grant -> 403,
-   generation and embedder);
-2. the result cache is looked up with the normalised request and those generations: a hit returns
-   at once, without touching the search server or the embedder;
+1. the named knowledge bases are read (existence -> 404, the API key's grant -> 403, generation
+   and embedder): from the key's grants, read with the key itself (knowledge.authentication), or
+   with one query;
+2. the result cache is looked up with the normalised request and those generations, together with
+   the query's cached embedding (one round trip): a hit returns at once, without touching the
+   search server or the embedder;
 3. on a miss the query vector comes from the embedding cache or the knowledge base's embedder, and
    `search.query.search` runs through the "search" circuit breaker (one `_msearch` round trip);
 4. when the breaker is open or the search server fails, the last good result for the request is
@@ -48,6 +50,7 @@ class SearchRefused(APIException):
 
 @dataclass(frozen=True)
 class KbState:
+    id: int
     slug: str
     generation: int
     embedder: str
@@ -79,30 +82,35 @@ def _states_sql() -> str:
     key_column = through.get_field("apikey").column
     kb_column = through.get_field("knowledgebase").column
     return (
-        f"SELECT kb.slug, kb.generation, kb.embedder, EXISTS (SELECT 1 FROM {through.db_table} g "
+        f"SELECT kb.id, kb.slug, kb.generation, kb.embedder, EXISTS (SELECT 1 FROM {through.db_table} g "
         f"WHERE g.{key_column} = %s AND g.{kb_column} = kb.id) "
         f"FROM {kb_table} kb WHERE kb.slug = ANY(%s)"
     )
 
 
 def knowledge_base_states(kb_slugs: list[str], *, api_key: ApiKey | None = None) -> list[KbState]:
-    """The named knowledge bases in the order given, read in one query.
+    """The named knowledge bases in the order given.
 
     NotFound for an unknown slug; PermissionDenied when `api_key` is given and lacks one of them.
-    Plain SQL because this runs on every search, cache hits included: the ORM spent more time
-    compiling this query (with its grant subquery) than PostgreSQL spent answering it.
+    A key authenticated in this request brings its granted knowledge bases along (`granted`, read
+    with the key in the same query): when it names only those, no query is needed. Otherwise one
+    query, in plain SQL because this runs on every search, cache hits included: the ORM spent more
+    time compiling it (with its grant subquery) than PostgreSQL spent answering it.
     """
+    granted = getattr(api_key, "granted", None)
+    if granted is not None and all(slug in granted for slug in kb_slugs):
+        return [KbState(kb.id, kb.slug, kb.generation, kb.embedder) for kb in map(granted.get, kb_slugs)]
     with connection.cursor() as cursor:
         cursor.execute(_states_sql(), [api_key.pk if api_key is not None else None, list(kb_slugs)])
-        found = {slug: (generation, embedder, granted) for slug, generation, embedder, granted in cursor.fetchall()}
+        found = {row[1]: row for row in cursor.fetchall()}
     unknown = [slug for slug in kb_slugs if slug not in found]
     if unknown:
         raise NotFound(f"No knowledge base {', '.join(map(repr, unknown))}.")
     if api_key is not None:
-        refused = [slug for slug in kb_slugs if not found[slug][2]]
+        refused = [slug for slug in kb_slugs if not found[slug][4]]
         if refused:
             raise PermissionDenied(f"This API key may not search {', '.join(map(repr, refused))}.")
-    return [KbState(slug, found[slug][0], found[slug][1]) for slug in kb_slugs]
+    return [KbState(*found[slug][:4]) for slug in kb_slugs]
 
 
 # --- the service ---------------------------------------------------------------------------------
@@ -169,10 +177,14 @@ def build_request(
 def query_vector(embedder_name: str, text: str) -> list[float]:
     """The query's embedding, from the embedding cache or computed (and cached)."""
     vector = cache.get_embedding(embedder_name, text)
-    if vector is None:
-        with embedding_timer(embedder_name, "query", 1):
-            vector = get_embedder(embedder_name).embed([text])[0]
-        cache.store_embedding(embedder_name, text, vector)
+    return vector if vector is not None else embed_query(embedder_name, text)
+
+
+def embed_query(embedder_name: str, text: str) -> list[float]:
+    """The query's embedding computed by the embedder, and cached."""
+    with embedding_timer(embedder_name, "query", 1):
+        vector = get_embedder(embedder_name).embed([text])[0]
+    cache.store_embedding(embedder_name, text, vector)
     return vector
 
 
@@ -264,22 +276,19 @@ def search_knowledge(
     embedder = _embedder_of(kbs) if mode != "keyword" else ""
     request_fingerprint = cache.fingerprint({**asdict(request), "embedder": embedder})
     fresh_key, good_key = cache.result_keys(request_fingerprint, [kb.generation for kb in kbs])
-    if use_cache:
-        cached = cache.get_result(fresh_key)
-        if cached is not None:
-            return {**cached, "took_ms": _elapsed_ms(started), "cache": "hit"}
+    # One round trip for both: on a miss the query's cached embedding is already at hand.
+    cached, vector = cache.lookup(fresh_key if use_cache else None, embedder, request.query)
+    if cached is not None:
+        return {**cached, "took_ms": _elapsed_ms(started), "cache": "hit"}
 
     breaker = search_breaker()
     try:
-        vector = None
-        if embedder:
-            vector = cache.get_embedding(embedder, request.query)
-            if vector is None:
-                # Embedding can take milliseconds (MiniLM): do not spend them when the search cannot run.
-                state = breaker.state()
-                if state["state"] == OPEN:
-                    raise CircuitOpen(breaker.name, state["retry_after"])
-                vector = query_vector(embedder, request.query)
+        if embedder and vector is None:
+            # Embedding can take milliseconds (MiniLM): do not spend them when the search cannot run.
+            state = breaker.state()
+            if state["state"] == OPEN:
+                raise CircuitOpen(breaker.name, state["retry_after"])
+            vector = embed_query(embedder, request.query)
         result = breaker.call(search, request, vector)
     except CircuitOpen as exc:
         return _fallback(fresh_key, good_key, started=started, retry_after=exc.retry_after, reason="circuit open")

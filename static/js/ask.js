@@ -6,13 +6,12 @@
 // means /ws/answers/<id>/: a {"type": "state"} message (the truth from PostgreSQL: on connect, and
 // again when a retried task starts over) replaces what is shown; {"type": "token", offset, text}
 // appends text where `offset` says; {"type": "answer"} is final: the text is rendered again with
-// its [n] markers linked to the sources list. A dropped socket reconnects with backoff and
-// resyncs from the next state message; close codes 44xx mean "do not retry".
+// its [n] markers linked to the sources list. A dropped socket reconnects (reconnecting_socket.js)
+// and resyncs from the next state message; close codes 44xx mean "do not retry".
 
-import { backoffDelay } from "./jobs.js";
+import { ReconnectingSocket } from "./reconnecting_socket.js";
 
 const FINAL = new Set(["succeeded", "failed", "canceled"]);
-const NO_RETRY = new Set([4400, 4401, 4403, 4404]);
 const CITATION = /\[(\d{1,3})\]/g;
 const STATUS_TEXT = {
   queued: "Waiting for a worker.",
@@ -181,68 +180,25 @@ class AnswerView {
 }
 
 /** Follows one task over /ws/answers/<id>/ until its final answer, reconnecting when dropped. */
-class AnswerSocket {
-  constructor(view, id) {
-    this.view = view;
-    this.id = id;
-    this.attempt = 0;
-    this.timer = null;
-    this.stopped = false;
-    this.onOnline = () => this.reconnectNow();
-    window.addEventListener("online", this.onOnline);
-    this.connect();
-  }
-
-  connect() {
-    this.timer = null;
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${scheme}//${location.host}/ws/answers/${this.id}/`);
-    this.ws = ws;
-    ws.addEventListener("open", () => {
-      this.attempt = 0;
-    });
-    ws.addEventListener("message", (event) => {
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      if (this.ws !== ws || this.stopped) return;
+function answerSocket(view, id) {
+  const socket = new ReconnectingSocket(`/ws/answers/${id}/`, {
+    onMessage: (message) => {
       if (message.type === "token") {
-        this.view.append(message.offset, message.text);
+        view.append(message.offset, message.text);
       } else if (message.type === "state" || message.type === "answer") {
-        this.view.render(message);
-        this.view.setConnection(STATUS_TEXT[message.status] || message.status, "live");
-        if (message.type === "answer" || FINAL.has(message.status)) this.stop();
+        view.render(message);
+        view.setConnection(STATUS_TEXT[message.status] || message.status, "live");
+        if (message.type === "answer" || FINAL.has(message.status)) socket.stop();
       }
-    });
-    ws.addEventListener("close", (event) => {
-      if (this.ws !== ws || this.stopped) return;
-      if (NO_RETRY.has(event.code)) {
-        this.stop();
-        this.view.setConnection("Live updates stopped (signed out or not allowed): reload the page.", "closed");
-        return;
+    },
+    onStatus: (status) => {
+      if (status === "reconnecting") view.setConnection("Connection lost: reconnecting…", "reconnecting");
+      else if (status === "closed") {
+        view.setConnection("Live updates stopped (signed out or not allowed): reload the page.", "closed");
       }
-      const delay = backoffDelay(this.attempt);
-      this.attempt += 1;
-      this.view.setConnection("Connection lost: reconnecting…", "reconnecting");
-      this.timer = setTimeout(() => this.connect(), delay);
-    });
-  }
-
-  reconnectNow() {
-    if (this.stopped || this.timer === null) return;
-    clearTimeout(this.timer);
-    this.connect();
-  }
-
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    window.removeEventListener("online", this.onOnline);
-    if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close();
-  }
+    },
+  });
+  return socket;
 }
 
 async function postJson(url, body) {
@@ -259,7 +215,7 @@ function follow(view, state, previous) {
   if (previous) previous.stop();
   view.reset(state);
   view.setConnection(STATUS_TEXT[state.status] || state.status, "live");
-  return FINAL.has(state.status) ? null : new AnswerSocket(view, state.id);
+  return FINAL.has(state.status) ? null : answerSocket(view, state.id);
 }
 
 function wireCancel(panel, view, apiUrl, current) {
@@ -330,7 +286,7 @@ function attachAnswerPage(panel) {
   view.text = field(panel, "answer").textContent;
   let socket = null;
   wireCancel(panel, view, panel.dataset.apiUrl, () => socket);
-  if (!FINAL.has(panel.dataset.status)) socket = new AnswerSocket(view, view.id);
+  if (!FINAL.has(panel.dataset.status)) socket = answerSocket(view, view.id);
 }
 
 const form = document.querySelector("[data-ask-form]");

@@ -2,92 +2,20 @@
 //
 // Elements with data-live-job="ID" or data-live-kb="SLUG [SLUG…]" open /ws/jobs/?job=ID or
 // ?kb=SLUG. The server first sends {"type": "state", "jobs": [...]} (the truth from PostgreSQL),
-// then one {"type": "job", ...} message per progress event. On a dropped connection the socket
-// reconnects with exponential backoff and jitter and resyncs from the new state message, so the
-// page is right after a reconnect. Close codes 44xx mean "do not retry" (signed out, not staff,
-// no such job). Everything on the page is updated in place; focus never moves.
+// then one {"type": "job", ...} message per progress event. Dropped connections are retried by
+// ReconnectingSocket (reconnecting_socket.js) and resync from the new state message, so the page
+// is right after a reconnect. Everything on the page is updated in place; focus never moves.
+
+import { ReconnectingSocket } from "./reconnecting_socket.js";
 
 const FINAL = new Set(["succeeded", "failed", "canceled"]);
-const NO_RETRY = new Set([4400, 4401, 4403, 4404]);
 const KIND_LABELS = { sync: "Sync a source", delete_documents: "Delete documents", delete_source: "Delete a source" };
-const BASE_DELAY_MS = 500;
-const MAX_DELAY_MS = 30000;
 
 export function formatEta(seconds) {
   if (seconds === null || seconds === undefined) return "—";
   if (seconds < 60) return `${Math.round(seconds)} s`;
   if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
   return `${(seconds / 3600).toFixed(1)} h`;
-}
-
-export function backoffDelay(attempt) {
-  const ceiling = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** attempt);
-  return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
-}
-
-/** One WebSocket subscription that reconnects until stopped or refused. */
-export class JobSocket {
-  constructor(query, { onState, onJob, onStatus }) {
-    this.query = query;
-    this.onState = onState;
-    this.onJob = onJob;
-    this.onStatus = onStatus;
-    this.attempt = 0;
-    this.timer = null;
-    this.stopped = false;
-    this.connect();
-    window.addEventListener("online", () => this.reconnectNow());
-  }
-
-  url() {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}/ws/jobs/?${this.query}`;
-  }
-
-  connect() {
-    this.timer = null;
-    this.onStatus("connecting");
-    const ws = new WebSocket(this.url());
-    this.ws = ws;
-    ws.addEventListener("open", () => {
-      this.attempt = 0;
-      this.onStatus("live");
-    });
-    ws.addEventListener("message", (event) => {
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      if (message.type === "state") this.onState(message);
-      else if (message.type === "job") this.onJob(message);
-    });
-    ws.addEventListener("close", (event) => {
-      if (this.ws !== ws || this.stopped) return;
-      if (NO_RETRY.has(event.code)) {
-        this.stopped = true;
-        this.onStatus("closed", event.code);
-        return;
-      }
-      const delay = backoffDelay(this.attempt);
-      this.attempt += 1;
-      this.onStatus("reconnecting", delay);
-      this.timer = setTimeout(() => this.connect(), delay);
-    });
-  }
-
-  reconnectNow() {
-    if (this.stopped || this.timer === null) return;
-    clearTimeout(this.timer);
-    this.connect();
-  }
-
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    if (this.ws) this.ws.close();
-  }
 }
 
 function field(root, name) {
@@ -226,9 +154,11 @@ function attach(container) {
     : (container.dataset.liveKb || "").split(/\s+/).filter(Boolean).map((slug) => `kb=${encodeURIComponent(slug)}`);
   for (const query of queries) {
     sockets.push(
-      new JobSocket(query, {
-        onState: (message) => message.jobs.forEach((state) => apply(state, false)),
-        onJob: (state) => apply(state, true),
+      new ReconnectingSocket(`/ws/jobs/?${query}`, {
+        onMessage: (message) => {
+          if (message.type === "state") message.jobs.forEach((state) => apply(state, false));
+          else if (message.type === "job") apply(message, true);
+        },
         onStatus: (status) => {
           states.set(query, status);
           showStatus();

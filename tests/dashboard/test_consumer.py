@@ -160,7 +160,7 @@ async def test_burst_is_coalesced_in_order_and_the_final_state_always_arrives(st
         throttle.publish(finish(job, done=300), final=True)
 
     await sync_to_async(burst)()
-    # channels-redis may drop part of a burst (even its last event) when our channel is full:
+    # The channel layer delivers at most once and may lose part of a burst (even its last event):
     # the consumer's re-read of the silent job still delivers the final state.
     messages = await receive_until_final(communicator, timeout=quick_recheck * 5)
     dones = [message["done"] for message in messages]
@@ -233,3 +233,14 @@ async def test_resync_request_sends_the_current_state_again(staff_user, make_job
     state = await communicator.receive_json_from(timeout=3)
     assert (state["type"], state["jobs"][0]["done"]) == ("state", 60)
     await communicator.disconnect()
+
+
+async def test_a_socket_closed_by_the_server_is_never_sent_to(staff_user):
+    """Refused with 4404 after joining the job's group (join first, read second): a job created
+    meanwhile publishes into that group, and the closed socket must not be sent to (uvicorn raises
+    "Unexpected ASGI message 'websocket.send', after sending 'websocket.close'")."""
+    communicator = await socket("job=999999", staff_user)
+    await communicator.connect()
+    assert await close_code(communicator) == 4404
+    await sync_to_async(send_to_groups)(["job-999999"], {"id": 999999, "status": "running", "done": 1})
+    assert await communicator.receive_nothing(timeout=MIN_INTERVAL * 5)

@@ -1,6 +1,7 @@
 """Url sources synced through the crawler and the pipeline (ingestion.crawl_sync), against sites
 served on 127.0.0.1 by the tests (the SSRF allowlist admits 127.0.0.0/8 unless a test drops it)."""
 
+import multiprocessing
 import threading
 
 import pytest
@@ -97,6 +98,19 @@ def test_last_modified_resync_is_answered_304_and_embeds_nothing(kb, site):
     assert (site.statuses[200], site.statuses[304]) == (2, 2)
     assert (again.done, again.skipped) == (0, 2)
     assert len(embedded_texts()) == embedded
+
+
+def test_resync_follows_remembered_links_without_reading_stored_pages(kb, site):
+    small_site(site, articles=2)
+    source, job = crawl_job(kb, site)
+    run(job)
+    home = Document.objects.get(source=source, key=site.url("/"))
+    assert home.metadata["links"] == [site.url("/a0"), site.url("/a1")]
+    for document in Document.objects.filter(source=source):
+        get_object_store().delete(document.object_key)  # a 304 must not need the stored bytes
+    again = run(source_sync(source=source))
+    assert (site.statuses[304], again.done, again.skipped) == (3, 0, 3)
+    assert job_state(again)["crawl"]["retired"] == 0 and found(kb, "marker1x0") == {"a1"}
 
 
 def test_resync_without_validators_skips_unchanged_pages_by_sha256(kb, site):
@@ -244,4 +258,25 @@ def test_cancel_mid_crawl_stops_it(kb, site, settings):
     assert finished.status == JobStatus.CANCELED and "cancel" in finished.error
     assert requested < 60
     threading.Event().wait(0.3)
-    assert sum(site.hits.values()) == requested  # the crawl thread is gone, nothing fetches any more
+    assert sum(site.hits.values()) == requested  # the crawl process is gone, nothing fetches any more
+
+
+def test_crawl_process_that_dies_leaves_the_job_to_a_retry(kb, site):
+    site.article("/", "Home", "Many pages.", [f"/a{n}" for n in range(100)])
+    for n in range(100):
+        site.article(f"/a{n}", f"Article {n}", article_text(n), latency=0.05)
+    _, job = crawl_job(kb, site, concurrency=2)
+
+    def kill_the_crawl_process():
+        wait_until(lambda: site.statuses[200] >= 5, timeout=60, interval=0.02)
+        for child in multiprocessing.active_children():
+            if child.name == "crawl":
+                child.kill()
+
+    killer = threading.Thread(target=kill_the_crawl_process)
+    killer.start()
+    finished = run(job)
+    killer.join()
+    assert finished.status == JobStatus.QUEUED
+    assert finished.error == "the crawl process ended unexpectedly (exit code -9)"
+

@@ -297,6 +297,39 @@ def test_not_modified_page_links_are_followed_from_known_body(site):
     assert second["/"].status == 304 and second["/child"].status == 200
 
 
+def test_not_modified_page_follows_remembered_links_without_known_body(site):
+    site.validated("/", "<p>no links in this body</p>", etag='"v1"')
+    site.html("/child")
+
+    async def known_body(url, page):
+        raise AssertionError("the stored body is not needed")
+
+    known = {site.url("/"): KnownPage(etag='"v1"', links=[site.url("/child")])}
+    second, _ = run(site, known=known, _kwargs={"known_body": known_body})
+    assert second["/"].status == 304 and second["/child"].status == 200
+
+
+def test_fetched_page_reports_its_links(site):
+    site.html("/", ["/a", "/b"])
+    site.html("/a")
+    site.html("/b")
+    pages, _ = run(site, max_depth=0)
+    assert pages["/"].links == [site.url("/a"), site.url("/b")]
+
+
+def test_answers_without_a_body_keep_the_connection_alive(site):
+    site.validated("/", '<a href="/missing">missing</a> <a href="/moved">moved</a>', etag='"v1"')
+    site.redirect("/moved", "/target")
+    site.html("/target")
+    connections = []
+    accept = site.server.process_request
+    site.server.process_request = lambda request, address: connections.append(address) or accept(request, address)
+    known = {site.url("/"): KnownPage(etag='"v1"', links=[site.url("/missing"), site.url("/moved")])}
+    pages, _ = run(site, known=known, concurrency=1)
+    assert (pages["/"].status, pages["/missing"].status, pages["/target"].status) == (304, 404, 200)
+    assert len(connections) == 1  # robots.txt 404, 304, 404, 302, 200: one keep-alive connection
+
+
 def test_loopback_site_is_refused_without_allowlist(site, settings):
     settings.KB_CRAWLER_ALLOW_PRIVATE = []
     site.html("/")

@@ -4,8 +4,10 @@ import collections
 import signal
 import time
 
+import django_rq
 import pytest
 from django.conf import settings
+from rq import Worker as RqWorker
 
 from ingestion.models import IngestionJob
 from ingestion.services import store_upload, upload_add
@@ -70,10 +72,15 @@ def test_sigterm_mid_job_releases_it_at_once_and_another_worker_finishes_it_with
     assert len(chunks) == FILES and set(chunks.values()) == {1}
 
 
+def a_worker_waits_on_its_queue() -> bool:
+    """An rq worker is idle: past start-up (model preload) with its signal handlers installed."""
+    return any(worker.get_state() == "idle" for worker in RqWorker.all(connection=django_rq.get_connection("high")))
+
+
 def test_sigterm_to_an_idle_worker_exits_promptly(kb):
     idle = start_worker("high")
     try:
-        time.sleep(3)  # past start-up, waiting on the queue
+        wait_until(a_worker_waits_on_its_queue, timeout=60, message="the worker to wait on its queue")
         idle.send_signal(signal.SIGTERM)
         idle.wait(timeout=10)
     finally:

@@ -12,6 +12,7 @@ import uuid
 
 import httpx
 import pytest
+import redis
 
 from kbportal.worker import start_worker_process
 from knowledge.services import api_key_create
@@ -57,7 +58,7 @@ class Stack:
             self.start_worker()
         if scheduler:
             self.processes.append(subprocess.Popen(
-                [sys.executable, str(ROOT / "manage.py"), "rqcron", "ingestion/cron.py"], cwd=ROOT, env=self.env,
+                [sys.executable, str(ROOT / "manage.py"), "scheduler", "ingestion/cron.py"], cwd=ROOT, env=self.env,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))
         return self
@@ -201,6 +202,32 @@ def test_redis_down_search_and_uploads_still_answer_and_queued_work_resumes_when
         assert all(process.poll() is None for process in stack.processes)  # worker and cron rode it out
     finally:
         redis_server.stop()
+
+
+def test_scheduler_rides_out_a_redis_outage_and_enqueues_again_when_it_returns():
+    redis_server = RedisServer()
+    redis_server.start()
+    scheduler = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "scheduler", "ingestion/cron.py"], cwd=ROOT,
+        env=worker_env(KB_REDIS_URL=redis_server.url, KB_SWEEP_INTERVAL="1", KB_PRELOAD=""),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        def sweeps_queued() -> int:
+            return redis.Redis.from_url(redis_server.url).llen("rq:queue:high")
+
+        wait_until(sweeps_queued, timeout=30, message="the first sweep to be enqueued")
+        redis_server.stop()
+        time.sleep(3)  # sweeps fall due while Redis is down
+        assert scheduler.poll() is None
+        redis_server.start()  # empty
+        wait_until(sweeps_queued, timeout=30, message="a sweep to be enqueued after the outage")
+        assert scheduler.poll() is None
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=15)
+        redis_server.stop()
+    assert scheduler.returncode == 0
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------------

@@ -4,9 +4,11 @@ security headers, path traversal in upload names, oversized and malformed bodies
 import json
 import re
 import secrets
+import socket
 import statistics
 import time
 
+import httpx
 import pytest
 from django.conf import settings
 from django.test import Client, override_settings
@@ -19,6 +21,7 @@ from knowledge.authentication import authenticate_key
 from knowledge.models import ApiKey, KnowledgeBase, Source
 from knowledge.services import api_key_create
 from tests.ops.conftest import bearer, scrape, value
+from tests.support import WebServer, worker_env
 
 # --- API keys -------------------------------------------------------------------------------------
 
@@ -207,6 +210,83 @@ def test_json_body_that_is_not_an_object_is_400(client, kb, body):
     response = client.post("/api/v1/search", body, content_type="application/json", **bearer([kb]))
     assert response.status_code == 400
     assert response.json()["error"] == "invalid"
+
+
+# --- the whole request body, at the ASGI edge of a real server ------------------------------------------
+
+#: Each file may be 8,000 bytes; one request carries at most 20,000.
+CAPPED_ENV = {"KB_MAX_UPLOAD_BYTES": "8000", "KB_MAX_REQUEST_BYTES": "20000", "KB_PRELOAD": ""}
+
+
+@pytest.fixture
+def capped_server():
+    server = WebServer(worker_env(**CAPPED_ENV))
+    server.start()
+    yield server
+    server.stop()
+
+
+def raw_exchange(port: int, head: bytes, *body_parts: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send a request as raw bytes, read the answer until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        for part in body_parts:
+            sock.sendall(part)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_and_headers, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = status_and_headers.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def request_head(path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upload_of_many_files_over_the_request_cap_is_413_before_its_body_is_sent(capped_server, kb):
+    _, key = api_key_create(name="cap", kb_slugs=[kb.slug], scopes=["ingest"], rate="100/s")
+    path = f"/api/v1/kbs/{kb.slug}/uploads/"
+    files = [("file", (f"part-{n}.txt", b"x" * 7000, "text/plain")) for n in range(3)]  # each under 8,000
+    request = httpx.Request("POST", capped_server.url + path, files=files)
+    body = request.read()
+    # Only the head is sent, as a client waiting for `100 Continue` does: the answer comes without the body.
+    status, headers, answer = raw_exchange(capped_server.port, request_head(path, {
+        "Authorization": f"Bearer {key}", "Content-Type": request.headers["Content-Type"],
+        "Content-Length": str(len(body)), "Expect": "100-continue", "X-Request-ID": "cap-1",
+    }))
+    assert (status, headers["connection"]) == (413, "close")
+    assert json.loads(answer) == {
+        "error": "payload_too_large",
+        "detail": f"The request body is {len(body)} bytes; the limit is 20000 bytes.",
+        "request_id": "cap-1",
+    }
+    # The dashboard's upload form is behind the same edge.
+    dashboard = request_head(f"/dashboard/kbs/{kb.slug}/sources/new/file/", {"Content-Length": str(10**12)})
+    assert raw_exchange(capped_server.port, dashboard)[0] == 413
+    assert not Source.objects.filter(kb=kb).exists()
+
+    two_files = httpx.post(capped_server.url + path, files=files[:2], headers={"Authorization": f"Bearer {key}"})
+    assert two_files.status_code == 202, two_files.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_chunked_body_is_counted_and_refused_once_over_the_request_cap(capped_server, kb):
+    _, key = api_key_create(name="cap", kb_slugs=[kb.slug], scopes=["ingest"], rate="100/s")
+    path = f"/api/v1/kbs/{kb.slug}/uploads/"
+    head = request_head(path, {
+        "Authorization": f"Bearer {key}", "Content-Type": "multipart/form-data; boundary=b0undary",
+        "Transfer-Encoding": "chunked",
+    })
+    # 24,000 bytes in three chunks and no final chunk: without the cap the server would wait for more.
+    chunk = b"1f40\r\n" + b"y" * 8000 + b"\r\n"
+    status, _, answer = raw_exchange(capped_server.port, head, chunk, chunk, chunk)
+    assert status == 413
+    assert json.loads(answer)["detail"] == "The request body is over 20000 bytes; the limit is 20000 bytes."
+    assert not Source.objects.filter(kb=kb).exists()
 
 
 # --- login throttling ----------------------------------------------------------------------------------

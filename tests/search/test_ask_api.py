@@ -2,6 +2,7 @@
 
 import time
 
+import django_rq
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -27,6 +28,15 @@ def test_ask_accepts_with_task_id_status_url_and_websocket_url(client, space_kb)
     assert body["status_url"] == f"http://testserver/api/v1/ask/{task.pk}"
     assert body["websocket_url"] == f"ws://testserver/ws/answers/{task.pk}/"
     assert body["status"] == "queued" and body["reused"] is False
+
+
+def test_accepting_a_question_is_three_queries_and_one_doorbell(client, space_kb, django_assert_num_queries):  # noqa: F811
+    headers = ask_headers(space_kb)
+    post(client, space_kb, "What is a nozzle?", headers)  # also notes the key's use
+    with django_assert_num_queries(3):  # the key with its grants, the stored-answer lookup, the insert
+        response = post(client, space_kb, "How do rocket engines work?", headers)
+    assert response.status_code == 202 and response.json()["kb"] == space_kb.slug
+    assert django_rq.get_queue("answers").count == 2
 
 
 def test_identical_question_on_unchanged_kb_is_answered_at_once_from_the_stored_answer(client, space_kb):  # noqa: F811

@@ -109,6 +109,23 @@ def test_bad_or_revoked_key_is_401(client, kb):
     assert client.get(SEARCH_URL, {"q": "rocket"}, **headers).status_code == 401
 
 
+def test_a_cache_hit_reads_the_key_with_its_grants_in_one_query(client, kb, django_assert_num_queries):
+    headers = bearer([kb.slug])
+    params = {"q": "rocket engines", "kb": kb.slug}
+    assert client.get(SEARCH_URL, params, **headers).json()["cache"] == "miss"  # also notes the key's use
+    with django_assert_num_queries(1):
+        assert client.get(SEARCH_URL, params, **headers).json()["cache"] == "hit"
+
+
+def test_a_withdrawn_grant_refuses_the_next_request(client, kb):
+    key, raw = api_key_create(name="grant", kb_slugs=[kb.slug], scopes=["search"])
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    assert client.get(SEARCH_URL, {"q": "rocket", "kb": kb.slug}, **headers).status_code == 200
+    key.knowledge_bases.clear()
+    assert client.get(SEARCH_URL, {"q": "rocket", "kb": kb.slug}, **headers).status_code == 403
+    assert client.get(SEARCH_URL, {"q": "rocket"}, **headers).status_code == 403  # nothing to search by default
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [

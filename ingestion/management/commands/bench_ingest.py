@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ingestion import benchmarking as bench
+from kbportal.measuring import percentile
 from search.evaluation import load_smart
 
 
@@ -52,7 +53,7 @@ class Command(BaseCommand):
             if latencies:
                 self.stdout.write(
                     f"upload accept (202) while 2 workers run, {len(latencies)} uploads: "
-                    f"p50 {bench.percentile(latencies, 0.5):.1f} ms, p99 {bench.percentile(latencies, 0.99):.1f} ms"
+                    f"p50 {percentile(latencies, 0.5):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms"
                 )
         finally:
             bench.drop_bench_kbs()

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ingestion import loadtesting
+from kbportal.measuring import percentile
 
 
 class Command(BaseCommand):
@@ -41,10 +42,10 @@ class Command(BaseCommand):
         all_ms = tally.latencies()
         self.stdout.write(
             f"requests {len(tally.samples)} ({len(tally.samples) / report.seconds:.1f}/s), errors {tally.error_count}, "
-            f"p50 {loadtesting.fmt(loadtesting.percentile(all_ms, 50))} ms, "
-            f"p95 {loadtesting.fmt(loadtesting.percentile(all_ms, 95))} ms, "
-            f"p99 {loadtesting.fmt(loadtesting.percentile(all_ms, 99))} ms, "
-            f"cache-hit search p95 {loadtesting.fmt(loadtesting.percentile(tally.search_hit_ms(), 95))} ms"
+            f"p50 {loadtesting.fmt(percentile(all_ms, 0.5))} ms, "
+            f"p95 {loadtesting.fmt(percentile(all_ms, 0.95))} ms, "
+            f"p99 {loadtesting.fmt(percentile(all_ms, 0.99))} ms, "
+            f"cache-hit search p95 {loadtesting.fmt(percentile(tally.search_hit_ms(), 0.95))} ms"
         )
         for error, count in sorted(tally.errors.items()):
             self.stdout.write(f"  error: {error} x{count}")
