@@ -37,6 +37,16 @@ KINDS = ("search_hit", "search_miss", "upload", "job_status")
 DEFAULT_MIX = {"search_hit": 0.70, "search_miss": 0.10, "upload": 0.05, "job_status": 0.15}
 HIT_P95_GOAL_MS = 200.0
 KB_SLUG = "loadtest"
+
+
+def uploads_kb(kb_slug: str) -> str:
+    """Where the mix's uploads go: a knowledge base of their own.
+
+    Every ingest bumps its knowledge base's generation, which retires that base's cached results
+    (no stale hit after an ingest). Uploading into the searched base would turn the mix's cache
+    hits into misses every few seconds, so the mix would measure the search server, not the API.
+    """
+    return f"{kb_slug}-uploads"
 SEED_DOCUMENTS = {
     "Lighthouse keeping": "The keeper trims the lamp wick and winds the clockwork that turns the lens every night.",
     "Tide tables": "Spring tides follow the new and full moon; neap tides come at the quarter moons.",
@@ -96,6 +106,7 @@ class Mix:
     def __init__(self, client: httpx.AsyncClient, kb: str, mix: dict[str, float], job_ids: list[int]):
         self.client = client
         self.kb = kb
+        self.upload_kb = uploads_kb(kb)
         self.kinds = list(mix)
         self.weights = [mix[kind] for kind in self.kinds]
         self.job_ids = job_ids
@@ -127,7 +138,7 @@ class Mix:
         if kind == "upload":
             marker = uuid.uuid4().hex
             body = f"# Load note {marker[:8]}\n\nA note written by the load test, marker {marker}.".encode()
-            return await self.client.post(f"/api/v1/kbs/{self.kb}/uploads/",
+            return await self.client.post(f"/api/v1/kbs/{self.upload_kb}/uploads/",
                                           files={"file": (f"note-{marker}.md", body, "text/markdown")})
         return await self.client.get(f"/api/v1/jobs/{random.choice(self.job_ids)}/")
 
@@ -170,11 +181,13 @@ def prepare(base_url: str, key: str | None, kb_slug: str = KB_SLUG, out=print) -
     from knowledge.models import ApiKey, KnowledgeBase
     from knowledge.services import api_key_create
 
-    if not KnowledgeBase.objects.filter(slug=kb_slug).exists():
-        kb_create(slug=kb_slug, name="Load test")
-        out(f"created knowledge base {kb_slug}")
+    for slug in (kb_slug, uploads_kb(kb_slug)):
+        if not KnowledgeBase.objects.filter(slug=slug).exists():
+            kb_create(slug=slug, name="Load test")
+            out(f"created knowledge base {slug}")
     if key is None:
-        _, key = api_key_create(name="loadtest", kb_slugs=[kb_slug], scopes=["search", "ingest"], rate="100000/s")
+        _, key = api_key_create(name="loadtest", kb_slugs=[kb_slug, uploads_kb(kb_slug)], scopes=["search", "ingest"],
+                                rate="100000/s")
         out(f"created API key {ApiKey.objects.order_by('-pk').first().prefix}… (scopes search, ingest)")
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=base_url, headers=headers, timeout=60) as client:

@@ -18,7 +18,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="base URL of the running system")
-        parser.add_argument("--key", default=None, help="API key (search + ingest on --kb); created when omitted")
+        parser.add_argument("--key", default=None,
+                            help="API key (search + ingest on --kb and <kb>-uploads); created when omitted")
         parser.add_argument("--kb", default=loadtesting.KB_SLUG, help="knowledge base to use (created if missing)")
         parser.add_argument("--steps", default="1,4,16,32,64", help="concurrency steps, comma-separated")
         parser.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
