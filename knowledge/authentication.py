@@ -14,6 +14,7 @@ from django.db import connection
 from rest_framework import authentication, exceptions
 
 from knowledge.models import ApiKey, KnowledgeBase
+from knowledge.selectors import key_grant_table
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,10 @@ def parse_key(raw: str) -> tuple[str, str] | None:
 @cache
 def _key_sql() -> str:
     key_columns = ", ".join(f"k.{field.column}" for field in ApiKey._meta.concrete_fields)
-    through = ApiKey.knowledge_bases.through._meta
-    key_column = through.get_field("apikey").column
-    kb_column = through.get_field("knowledgebase").column
+    grant_table, key_column, kb_column = key_grant_table()
     return (
         f"SELECT {key_columns}, kb.id, kb.slug, kb.generation, kb.embedder FROM {ApiKey._meta.db_table} k "
-        f"LEFT JOIN {through.db_table} g ON g.{key_column} = k.id "
+        f"LEFT JOIN {grant_table} g ON g.{key_column} = k.id "
         f"LEFT JOIN {KnowledgeBase._meta.db_table} kb ON kb.id = g.{kb_column} "
         f"WHERE k.prefix = %s"
     )

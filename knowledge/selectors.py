@@ -5,7 +5,16 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
-from knowledge.models import Document, DocumentStatus, KnowledgeBase, Source
+from knowledge.models import ApiKey, Document, DocumentStatus, KnowledgeBase, Source
+
+
+def key_grant_table() -> tuple[str, str, str]:
+    """The table granting API keys their knowledge bases, with its key and knowledge-base columns.
+
+    For the plain-SQL reads on the request path (authentication, search), which join it by name.
+    """
+    through = ApiKey.knowledge_bases.through._meta
+    return through.db_table, through.get_field("apikey").column, through.get_field("knowledgebase").column
 
 
 def source_list(*, kb: KnowledgeBase) -> QuerySet[Source]:

@@ -29,6 +29,7 @@ from kbportal.breaker import OPEN, CircuitBreaker, CircuitOpen, shared_breaker
 from kbportal.errors import ServiceUnavailable
 from kbportal.metrics import embedding_timer, observe_search
 from knowledge.models import ApiKey, KnowledgeBase
+from knowledge.selectors import key_grant_table
 from search import cache
 from search.client import SearchError, SearchUnavailable
 from search.embedders import get_embedder
@@ -78,11 +79,9 @@ def search_health() -> dict:
 
 def _states_sql() -> str:
     kb_table = KnowledgeBase._meta.db_table
-    through = ApiKey.knowledge_bases.through._meta
-    key_column = through.get_field("apikey").column
-    kb_column = through.get_field("knowledgebase").column
+    grant_table, key_column, kb_column = key_grant_table()
     return (
-        f"SELECT kb.id, kb.slug, kb.generation, kb.embedder, EXISTS (SELECT 1 FROM {through.db_table} g "
+        f"SELECT kb.id, kb.slug, kb.generation, kb.embedder, EXISTS (SELECT 1 FROM {grant_table} g "
         f"WHERE g.{key_column} = %s AND g.{kb_column} = kb.id) "
         f"FROM {kb_table} kb WHERE kb.slug = ANY(%s)"
     )
