@@ -46,6 +46,10 @@ def run_preload_hooks() -> None:
 
 
 class Worker(SimpleWorker):
+    #: rq doubles its wait between Redis reconnection attempts up to 60 s, so after an outage of
+    #: half a minute a worker could sit idle for a minute with Redis back. At most 5 s here.
+    max_connection_wait_time = 5.0
+
     def work(self, *args, **kwargs):
         if settings.KB_WORKER_NICE:
             # Background work yields the CPU to the web processes: accepting an upload must
