@@ -12,6 +12,9 @@ sees the same breaker:
 
 Each step is one Lua script, so admitting a call and recording its outcome are one round trip
 each and atomic across processes. Time comes from Redis (TIME) so process clocks do not matter.
+A "closed" verdict is reused by the process for ADMIT_REUSE_SECONDS: a closed breaker admits
+calls without asking Redis each time, and a trip by another process takes effect here within
+that time (a trip this process records takes effect at once).
 
 If Redis is unreachable the breaker falls back to per-process in-memory state (with a warning)
 and tries Redis again after a few seconds: a Redis outage must not take the service down.
@@ -54,6 +57,8 @@ KEY_PREFIX = "kb:breaker:"
 REDIS_TIMEOUT = 0.25
 #: After a Redis error, use in-memory state this long before trying Redis again.
 REDIS_RETRY_SECONDS = 5.0
+#: How long a process reuses a "closed" verdict before asking again (one round trip less per call).
+ADMIT_REUSE_SECONDS = 0.25
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
@@ -365,6 +370,7 @@ class CircuitBreaker:
         self._redis = RedisStore(name, self.policy, redis_client(redis_url or settings.REDIS_URL))
         self._memory = MemoryStore(name, self.policy)
         self._redis_retry_at = 0.0  # monotonic; Redis is skipped until then after an error
+        self._closed_until = 0.0  # monotonic; admit without asking until then
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r})"
@@ -423,16 +429,19 @@ class CircuitBreaker:
     def reset(self) -> None:
         """Close the breaker and forget the window, in Redis and in this process."""
         self._memory.reset()
-        self._redis_retry_at = 0.0
+        self._redis_retry_at = self._closed_until = 0.0
         self._run("reset")
 
     def _admit(self) -> bool:
+        if self._closed_until > time.monotonic():
+            return False
         verdict, retry_after = self._run("admit")
         if verdict == OPEN:
             raise CircuitOpen(self.name, retry_after)
         if verdict == "probe":
             self._transition(OPEN, HALF_OPEN)
             return True
+        self._closed_until = time.monotonic() + ADMIT_REUSE_SECONDS
         return False
 
     def _finish(self, probe: bool, *, failed: bool) -> None:
@@ -461,6 +470,7 @@ class CircuitBreaker:
         return getattr(self._memory, operation)(*args)
 
     def _transition(self, old: str, new: str) -> None:
+        self._closed_until = 0.0
         self.transitions[f"{old}->{new}"] += 1
         metrics.record_breaker_transition(self.name, old, new)
         log = logger.warning if new == OPEN else logger.info

@@ -119,7 +119,7 @@ REDIS_URL = envstr("KB_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SOCKET_TIMEOUT = envfloat("KB_REDIS_TIMEOUT", 1.0)
 CACHES = {
     "default": {
-        "BACKEND": "django_redis.cache.RedisCache",
+        "BACKEND": "kbportal.cache_backend.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": envstr("KB_CACHE_PREFIX", "kb"),
         "OPTIONS": {
@@ -159,6 +159,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "kbportal.errors.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "kbportal.negotiation.RememberingContentNegotiation",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
 }

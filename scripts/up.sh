@@ -8,6 +8,13 @@ ensure_postgres
 ensure_redis
 
 export KB_ES_URL="${KB_ES_URL:-http://127.0.0.1:9200}"
+# Production settings on plain HTTP (this machine): debug off (Django's per-query debug logging
+# cost a cached search about a quarter of its time), a secret key made once and kept in var/.
+export KB_DEBUG="${KB_DEBUG:-0}"
+export KB_SECURE_SSL="${KB_SECURE_SSL:-0}"
+mkdir -p "$VAR"
+[ -s "$VAR/secret-key" ] || (umask 077 && "$PY" -c "import secrets; print(secrets.token_urlsafe(50))" > "$VAR/secret-key")
+export KB_SECRET_KEY="${KB_SECRET_KEY:-$(cat "$VAR/secret-key")}"
 HOST="${KB_HOST:-127.0.0.1}"
 PORT="${KB_PORT:-8000}"
 SERVER="${KB_SERVER:-uvicorn}"

@@ -21,7 +21,7 @@ from django.conf import settings
 from elasticsearch import Elasticsearch
 
 from kbportal.measuring import percentile
-from kbportal.serving import start_web_process, wait_live
+from kbportal.serving import production_mode, start_web_process, wait_live
 from kbportal.worker import process_environment
 from knowledge.models import Document, KnowledgeBase
 from search.index import alias_name
@@ -137,7 +137,8 @@ def start_server(kind: str, port: int, processes: int = 1) -> subprocess.Popen:
     """A server of `kind` (uvicorn or daphne) serving the ASGI app on `port`, once it answers;
     uvicorn may run several worker `processes` (as `make up` does), daphne always one."""
     # The local search server is slow by design: a production timeout would turn queueing into errors.
-    process = start_web_process(port, process_environment(KB_ES_TIMEOUT="120"), server=kind, workers=processes)
+    env = process_environment(KB_ES_TIMEOUT="120", **production_mode())
+    process = start_web_process(port, env, server=kind, workers=processes)
     try:
         wait_live(f"http://127.0.0.1:{port}", process, seconds=120)
     except RuntimeError:

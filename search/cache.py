@@ -19,14 +19,12 @@ import logging
 from array import array
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.core.cache import cache
-from django_redis.exceptions import ConnectionInterrupted
+
+from kbportal.cache_backend import CACHE_ERRORS
 
 logger = logging.getLogger(__name__)
-
-CACHE_ERRORS = (redis.RedisError, ConnectionInterrupted, OSError)
 
 
 def normalise_query(text: str) -> str:
@@ -78,11 +76,13 @@ def lookup(result_key: str | None, embedder: str, text: str) -> tuple[dict | Non
 
 
 def store_result(fresh_key: str, good_key: str, result: dict) -> None:
-    """Both copies in one round trip (a pipeline through django-redis, which still makes the keys)."""
+    """Both copies in one round trip, the result serialised once (django-redis's own encoding)."""
     try:
-        pipeline = cache.client.get_client(write=True).pipeline(transaction=False)
-        cache.set(fresh_key, result, settings.KB_SEARCH_CACHE_SECONDS, client=pipeline)
-        cache.set(good_key, result, settings.KB_SEARCH_STALE_SECONDS, client=pipeline)
+        client = cache.client
+        value = client.encode(result)
+        pipeline = client.get_client(write=True).pipeline(transaction=False)
+        pipeline.set(client.make_key(fresh_key), value, ex=settings.KB_SEARCH_CACHE_SECONDS)
+        pipeline.set(client.make_key(good_key), value, ex=settings.KB_SEARCH_STALE_SECONDS)
         pipeline.execute()
     except CACHE_ERRORS as exc:
         logger.warning("search cache write failed: %s", exc)

@@ -16,7 +16,7 @@
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime
 from datetime import time as dtime
 
@@ -273,7 +273,8 @@ def search_knowledge(
     )
     kbs = knowledge_base_states(request.kbs, api_key=api_key)
     embedder = _embedder_of(kbs) if mode != "keyword" else ""
-    request_fingerprint = cache.fingerprint({**asdict(request), "embedder": embedder})
+    # vars(), not asdict(): the fields are plain values and lists, and asdict deep-copies them all.
+    request_fingerprint = cache.fingerprint({**vars(request), "embedder": embedder})
     fresh_key, good_key = cache.result_keys(request_fingerprint, [kb.generation for kb in kbs])
     # One round trip for both: on a miss the query's cached embedding is already at hand.
     cached, vector = cache.lookup(fresh_key if use_cache else None, embedder, request.query)

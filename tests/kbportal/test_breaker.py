@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from kbportal import breaker as breaker_module
 from kbportal.breaker import CircuitBreaker, CircuitOpen
 
 OPEN_SECONDS = 0.5
@@ -299,3 +300,23 @@ def test_memory_fallback_lets_one_probe_through_racing_threads():
         assert len(reached) == 1
     finally:
         breaker.reset()
+
+
+def test_a_closed_verdict_is_reused_briefly_and_a_trip_elsewhere_is_seen_after_it(monkeypatch):
+    monkeypatch.setattr(breaker_module, "ADMIT_REUSE_SECONDS", 1.0)
+    here, elsewhere = make("search", open_seconds=30), make("search", open_seconds=30)
+    started = time.monotonic()
+    assert here.call(up) == "ok"  # asks Redis: closed
+    trip(elsewhere)
+    assert time.monotonic() - started < 1.0
+    assert here.call(up) == "ok"  # its closed verdict, still fresh
+    time.sleep(1.05)
+    with pytest.raises(CircuitOpen):
+        here.call(up)
+    trip_here = make("search", open_seconds=30)
+    trip_here.reset()
+    assert trip_here.call(up) == "ok"
+    trip(trip_here)  # a trip this process records takes effect at once
+    with pytest.raises(CircuitOpen):
+        trip_here.call(up)
+

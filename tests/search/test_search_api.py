@@ -4,10 +4,11 @@ from datetime import date, timedelta
 
 import pytest
 from django.contrib.auth.models import User
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, ValidationError
 
 from knowledge.models import ApiKey
 from knowledge.services import api_key_create
+from search.api import validated_search_input
 from search.indexer import bulk_upsert
 from search.services import search_knowledge
 from tests.search.chunk_index import chunk, vector
@@ -237,3 +238,24 @@ def test_schema_documents_the_search_endpoint_with_examples(client):
     assert "examples" in operation["get"]["responses"]["200"]["content"]["application/json"]
     assert "examples" in operation["post"]["requestBody"]["content"]["application/json"]
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_validation_reports_every_invalid_field_and_remembers_only_valid_input():
+    with pytest.raises(ValidationError) as raised:
+        validated_search_input({"q": "", "size": "101", "mode": "fuzzy"})
+    assert set(raised.value.detail) == {"q", "size", "mode"}
+    first = validated_search_input({"q": "rocket", "size": "5", "kb": ["a", "b"]})
+    second = validated_search_input({"q": "comet", "size": "5", "kb": ["a", "b"]})
+    assert (first["q"], first["size"], list(first["kb"])) == ("rocket", 5, ["a", "b"])
+    assert (second["q"], second["size"]) == ("comet", 5)  # the rest remembered, q validated anew
+    with pytest.raises(ValidationError) as raised:
+        validated_search_input({"q": "x" * 1001, "size": "5", "kb": ["a", "b"]})
+    assert set(raised.value.detail) == {"q"}
+
+
+def test_remembered_validation_keeps_json_types_apart():
+    """True == 1, but a JSON true is no page number."""
+    assert validated_search_input({"q": "rocket", "page": 1})["page"] == 1
+    with pytest.raises(ValidationError) as raised:
+        validated_search_input({"q": "rocket", "page": True})
+    assert "page" in raised.value.detail
