@@ -2,9 +2,11 @@
 
 The crawl is asyncio; the pipeline is the job thread's synchronous Django code. The crawl runs in
 a child process (`CrawlProcess`) with its own event loop and hands every page to the job thread:
-crawling overlaps extraction, embedding and indexing on another core (in a thread it would share
-this process's GIL: at concurrency 16 the two took turns on one core), and a crawl never runs far
-ahead of the pipeline (with QUEUE_SIZE pages unacknowledged the crawler's workers wait). Only the
+crawling overlaps embedding and indexing on another core (in a thread it would share this
+process's GIL: at concurrency 16 the two took turns on one core), and a crawl never runs far
+ahead of the pipeline (with QUEUE_SIZE pages unacknowledged the crawler's workers wait). The
+child also extracts each new page's text, so the job process, the bound at concurrency 16, only
+chunks, embeds and indexes. Only the
 job thread touches the ORM; the crawl process reads stored page bodies from the object store.
 
 What each reported page does:
@@ -42,10 +44,11 @@ import time
 from django.utils import timezone
 
 from ingestion.crawling import CrawlStats, FetchedPage, KnownPage, crawl
+from ingestion.extraction import Extracted, ExtractionError, extract
 from ingestion.pipeline import IngestionRunner, RawItem, remove_unreferenced_objects
 from kbportal.claiming import TransientError
 from knowledge.models import Document, DocumentStatus, Source
-from knowledge.storage import StorageError, get_object_store
+from knowledge.storage import StorageError, get_object_store, sha256_hex
 from search.indexer import delete_document_chunks
 
 logger = logging.getLogger(__name__)
@@ -124,7 +127,7 @@ class CrawlProcess:
                 if kind == "end":
                     self.error = item
                     return
-                self.pages.put(item)
+                self.pages.put(item)  # (page, its extraction)
         except (EOFError, OSError):
             if not self.stopping.is_set():
                 self.process.join(STOP_TIMEOUT)
@@ -231,7 +234,20 @@ class CrawlChild:
         # A worker waits for a free slot without blocking the event loop: the others keep fetching.
         # The send itself is quick: the job's receiver thread drains the pipe as pages come.
         await self.slots.acquire()
-        self.sending.send(("page", page, self.stats))
+        self.sending.send(("page", (page, self.extract(page)), self.stats))
+
+    def extract(self, page: FetchedPage) -> Extracted | ExtractionError | None:
+        """The text of a new or changed page (None for other pages: the pipeline skips bytes it
+        has indexed by their sha256). A few milliseconds of CPU each, spent on this process's core."""
+        if page.status != 200:
+            return None
+        known = self.known.get(page.url[:2000])
+        if known is not None and known.sha256 == sha256_hex(page.content):
+            return None
+        try:
+            return extract(page.content, page.content_type, page.url[:2000])
+        except ExtractionError as exc:
+            return exc
 
     async def known_body(self, url: str, known: KnownPage) -> bytes | None:
         key = self.object_keys.get(url)
@@ -323,11 +339,11 @@ class UrlSourceSync:
                 return
             self.crawler.taken()
             self.runner.check()
-            self.take_page(page)
+            self.take_page(*page)
             self.save_progress()
 
     # -- pages -----------------------------------------------------------------------------
-    def take_page(self, page: FetchedPage) -> None:
+    def take_page(self, page: FetchedPage, extracted: Extracted | ExtractionError | None) -> None:
         key = page.url[:2000]
         self.reported.add(key)
         if page.status == 200:
@@ -335,7 +351,8 @@ class UrlSourceSync:
             links = page.links if len(page.links) <= REMEMBERED_LINKS else None
             metadata = {"etag": page.etag, "last_modified": page.last_modified, "links": links}
             item = RawItem(
-                key=key, data=page.content, content_type=page.content_type, title=page.title_hint, metadata=metadata
+                key=key, data=page.content, content_type=page.content_type, title=page.title_hint, metadata=metadata,
+                extracted=extracted,
             )
             self.runner.take(self.source, item, self.embedder)
         elif page.status == 304:
