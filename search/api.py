@@ -6,7 +6,6 @@ a staff session at KB_DEFAULT_KEY_RATE, and anything unauthenticated - no key or
 client IP at KB_ANON_RATE, counted before the 401 so guessing keys is limited too.
 """
 
-import functools
 import logging
 
 from django.conf import settings
@@ -15,13 +14,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, Throttled
-from rest_framework.fields import empty
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from kbportal import ratelimits
 from kbportal.cache_backend import CACHE_ERRORS
 from kbportal.metrics import record_rate_limited
+from kbportal.validation import validated
 from knowledge.models import KnowledgeBase
 from knowledge.permissions import HasScope, is_staff, request_api_key
 from search.query import MAX_DEPTH, MAX_SIZE, MODES
@@ -110,57 +109,8 @@ class SearchInput(serializers.Serializer):
 
 
 def validated_search_input(data: dict) -> dict:
-    """SearchInput's validated data (ValidationError with every field's errors otherwise).
-
-    A DRF serializer deep-copies its declared fields on every instantiation, a sixth of a cache
-    hit's CPU. So the parameters other than `q` are validated once per process for each distinct
-    combination (LRU; traffic repeats a few combinations of kb, mode, size and filters) and `q`,
-    which changes with every query, by its field alone. Only SearchInput's own fields make the key
-    (it ignores the others), each value with its type, because True == 1 == 1.0 and each
-    validates differently. Invalid input goes through the whole serializer, for all its errors.
-    """
-    fields = SearchInput._declared_fields
-    try:
-        frozen = tuple(sorted((name, _typed(value)) for name, value in data.items() if name in fields and name != "q"))
-        hash(frozen)
-    except TypeError:  # nested objects in a JSON body
-        return _validate_search_input(data)
-    try:
-        values = dict(_validate_search_input_without_query(frozen))
-        values["q"] = _query_field().run_validation(data.get("q", empty))
-    except serializers.ValidationError:
-        return _validate_search_input(data)
-    return values
-
-
-def _typed(value) -> tuple:
-    if isinstance(value, list):
-        return "list", tuple(_typed(item) for item in value)
-    return type(value).__name__, value
-
-
-def _untyped(value: tuple):
-    kind, inner = value
-    return [_untyped(item) for item in inner] if kind == "list" else inner
-
-
-@functools.lru_cache(maxsize=1024)
-def _validate_search_input_without_query(frozen: tuple) -> dict:
-    values = _validate_search_input({**{name: _untyped(value) for name, value in frozen}, "q": "-"})
-    del values["q"]
-    return {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}  # shared
-
-
-@functools.cache
-def _query_field() -> serializers.Field:
-    """SearchInput's `q` field, bound once (validating a value keeps no state on the field)."""
-    return SearchInput().fields["q"]
-
-
-def _validate_search_input(data: dict) -> dict:
-    params = SearchInput(data=data)
-    params.is_valid(raise_exception=True)
-    return params.validated_data
+    """SearchInput's validated data; `q` changes with every query (see kbportal.validation)."""
+    return validated(SearchInput, data, changing="q")
 
 
 class SearchHitOutput(serializers.Serializer):

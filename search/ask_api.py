@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from kbportal.queues import queue_stats
+from kbportal.validation import validated
 from knowledge.permissions import HasScope, is_staff, request_api_key
 from search.answering import answer_state
 from search.api import enforce_rate_limit
@@ -104,9 +105,7 @@ class AskApi(APIView):
         },
     )
     def post(self, request):
-        params = AskInput(data=request.data)
-        params.is_valid(raise_exception=True)
-        values = params.validated_data
+        values = validated(AskInput, request.data, changing="question")
         api_key = None if is_staff(request) else request_api_key(request)
         task, reused = answer_submit(
             kb_slug=values["kb"], question=values["question"], mode=values["mode"],

@@ -125,3 +125,14 @@ def test_queues_refuses_keys_without_ops_and_allows_staff(client, space_kb):  # 
     staff = get_user_model().objects.create_user("ops-person", password="pw-ops-1", is_staff=True)
     client.force_login(staff)
     assert client.get("/api/v1/queues").status_code == 200
+
+
+def test_invalid_questions_are_400_with_every_field_error(client, space_kb):  # noqa: F811
+    headers = ask_headers(space_kb)
+    assert post(client, space_kb, "What are rockets made of?", headers).status_code == 202
+    too_long = post(client, space_kb, "x" * 1001, headers)  # same other fields as the accepted one
+    assert too_long.status_code == 400 and set(too_long.json()["fields"]) == {"question"}
+    both = post(client, space_kb, "", headers, mode="fuzzy", passages=0)
+    assert both.status_code == 400 and set(both.json()["fields"]) == {"question", "mode", "passages"}
+    listed = client.post(ASK_URL, ["not", "an", "object"], content_type="application/json", **headers)
+    assert listed.status_code == 400 and "non_field_errors" in listed.json()["fields"]
