@@ -5,8 +5,8 @@ a child process (`CrawlProcess`) with its own event loop and hands every page to
 crawling overlaps embedding and indexing on another core (in a thread it would share this
 process's GIL: at concurrency 16 the two took turns on one core), and a crawl never runs far
 ahead of the pipeline (with QUEUE_SIZE pages unacknowledged the crawler's workers wait). The
-child also extracts each new page's text, so the job process, the bound at concurrency 16, only
-chunks, embeds and indexes. Only the
+child also stores each new or changed page (an fsync) and extracts its text, so the job thread,
+the bound at concurrency 16, only chunks, embeds and indexes. Only the
 job thread touches the ORM; the crawl process reads stored page bodies from the object store.
 
 What each reported page does:
@@ -40,6 +40,7 @@ import queue
 import signal
 import threading
 import time
+from dataclasses import dataclass
 
 from django.utils import timezone
 
@@ -68,6 +69,14 @@ RETIRE_BATCH = 500
 REMEMBERED_LINKS = 1000
 
 _END = object()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A page stored and extracted by the crawl process (fields as `RawItem` names them)."""
+
+    object_key: str
+    extracted: Extracted | ExtractionError
 
 
 def crawl_counters() -> dict:
@@ -233,21 +242,27 @@ class CrawlChild:
     async def hand_over(self, page: FetchedPage) -> None:
         # A worker waits for a free slot without blocking the event loop: the others keep fetching.
         # The send itself is quick: the job's receiver thread drains the pipe as pages come.
+        prepared = await self.prepare(page)
         await self.slots.acquire()
-        self.sending.send(("page", (page, self.extract(page)), self.stats))
+        self.sending.send(("page", (page, prepared), self.stats))
 
-    def extract(self, page: FetchedPage) -> Extracted | ExtractionError | None:
-        """The text of a new or changed page (None for other pages: the pipeline skips bytes it
-        has indexed by their sha256). A few milliseconds of CPU each, spent on this process's core."""
-        if page.status != 200:
+    async def prepare(self, page: FetchedPage) -> Prepared | None:
+        """Store a new or changed page and extract its text: work the job thread would otherwise do
+        one page at a time (an fsync, a few milliseconds of CPU). None for other pages (the pipeline
+        skips bytes it has indexed by their sha256) or when the store fails (the job tries itself)."""
+        if page.status != 200 or not page.content:
             return None
         known = self.known.get(page.url[:2000])
         if known is not None and known.sha256 == sha256_hex(page.content):
             return None
         try:
-            return extract(page.content, page.content_type, page.url[:2000])
+            object_key = await asyncio.to_thread(self.store.put, page.content, page.content_type)
+        except StorageError:
+            return None
+        try:
+            return Prepared(object_key, extract(page.content, page.content_type, page.url[:2000]))
         except ExtractionError as exc:
-            return exc
+            return Prepared(object_key, exc)
 
     async def known_body(self, url: str, known: KnownPage) -> bytes | None:
         key = self.object_keys.get(url)
@@ -343,7 +358,7 @@ class UrlSourceSync:
             self.save_progress()
 
     # -- pages -----------------------------------------------------------------------------
-    def take_page(self, page: FetchedPage, extracted: Extracted | ExtractionError | None) -> None:
+    def take_page(self, page: FetchedPage, prepared: Prepared | None) -> None:
         key = page.url[:2000]
         self.reported.add(key)
         if page.status == 200:
@@ -352,7 +367,7 @@ class UrlSourceSync:
             metadata = {"etag": page.etag, "last_modified": page.last_modified, "links": links}
             item = RawItem(
                 key=key, data=page.content, content_type=page.content_type, title=page.title_hint, metadata=metadata,
-                extracted=extracted,
+                object_key=prepared.object_key if prepared else "", extracted=prepared.extracted if prepared else None,
             )
             self.runner.take(self.source, item, self.embedder)
         elif page.status == 304:

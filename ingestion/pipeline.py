@@ -57,7 +57,9 @@ class RawItem:
     content_type: str
     title: str = ""
     metadata: dict = field(default_factory=dict)
-    #: Extracted already where it was fetched (a crawl's own process), or the reason it could not be.
+    #: Stored and extracted already where it was fetched (a crawl's own process): the object key,
+    #: and the text or the reason there is none.
+    object_key: str = ""
     extracted: Extracted | ExtractionError | None = None
 
     def extract(self) -> Extracted:
@@ -244,7 +246,7 @@ class IngestionRunner(JobRunner):
             self.record_failure(document, item.key, "empty document: no bytes to index")
             return None
         with stage_timer("ingestion", "store"):
-            object_key = get_object_store().put(item.data, item.content_type)
+            object_key = item.object_key or get_object_store().put(item.data, item.content_type)
         try:
             with stage_timer("ingestion", Stage.EXTRACT):
                 extracted = item.extract()
