@@ -205,6 +205,7 @@ class CrawlChild:
         self.stopping = False
         self.stats = CrawlStats()
         self.slots: asyncio.Semaphore | None = None
+        self.sends: set[asyncio.Task] = set()
         self.task: asyncio.Task | None = None
         self.store = get_object_store.__wrapped__()  # not the parent's: no shared connections
 
@@ -222,6 +223,7 @@ class CrawlChild:
                 known_body=self.known_body,
                 stats=self.stats,
             )
+            await asyncio.gather(*self.sends)  # the last pages are on their way to the job
         finally:
             loop.remove_reader(self.control.fileno())
 
@@ -241,10 +243,16 @@ class CrawlChild:
 
     async def hand_over(self, page: FetchedPage) -> None:
         # A worker waits for a free slot without blocking the event loop: the others keep fetching.
-        # The send itself is quick: the job's receiver thread drains the pipe as pages come.
-        prepared = await self.prepare(page)
+        # Then it goes on crawling while the page is prepared and sent (at concurrency 1 the next
+        # fetch's wait overlaps this page's store and extraction, as it did in the job process).
         await self.slots.acquire()
-        self.sending.send(("page", (page, prepared), self.stats))
+        send = asyncio.create_task(self.send(page))
+        self.sends.add(send)
+        send.add_done_callback(self.sends.discard)
+
+    async def send(self, page: FetchedPage) -> None:
+        # Quick: the job's receiver thread drains the pipe as pages come.
+        self.sending.send(("page", (page, await self.prepare(page)), self.stats))
 
     async def prepare(self, page: FetchedPage) -> Prepared | None:
         """Store a new or changed page and extract its text: work the job thread would otherwise do
