@@ -50,7 +50,8 @@ class Command(BaseCommand):
         )
         for error, count in sorted(tally.errors.items()):
             self.stdout.write(f"  error: {error} x{count}")
-        self.stdout.write("growth after warm-up (from the sample at the end of warm-up to the last):")
+        self.stdout.write("growth after warm-up (RSS: the sample at the end of warm-up to the last; fds and conns:\n"
+                          "the level of the last fifth of the run above the highest count of the first fifth)")
         rows = [[name, f"{g['rss_start_mb']:.1f}", f"{g['rss_end_mb']:.1f}", f"{g['rss_growth_pct']:+.2f}",
                  f"{g['fd_change']:+.0f}", f"{g['conn_change']:+.0f}"] for name, g in report.growth().items()]
         self.stdout.write(loadtesting.table(["process", "RSS MB", "end MB", "RSS %", "fds", "conns"], rows))
