@@ -2,11 +2,9 @@
 
 The crawl is asyncio; the pipeline is the job thread's synchronous Django code. The crawl runs in
 a child process (`CrawlProcess`) with its own event loop and hands every page to the job thread:
-crawling overlaps embedding and indexing on another core (in a thread it would share this
-process's GIL: at concurrency 16 the two took turns on one core), and a crawl never runs far
-ahead of the pipeline (with QUEUE_SIZE pages unacknowledged the crawler's workers wait). The
-child also stores each new or changed page (an fsync) and extracts its text, so the job thread,
-the bound at concurrency 16, only chunks, embeds and indexes. Only the
+crawling overlaps extraction, embedding and indexing on another core (in a thread it would share
+this process's GIL: at concurrency 16 the two took turns on one core), and a crawl never runs far
+ahead of the pipeline (with QUEUE_SIZE pages unacknowledged the crawler's workers wait). Only the
 job thread touches the ORM; the crawl process reads stored page bodies from the object store.
 
 What each reported page does:
@@ -40,16 +38,14 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass
 
 from django.utils import timezone
 
 from ingestion.crawling import CrawlStats, FetchedPage, KnownPage, crawl
-from ingestion.extraction import Extracted, ExtractionError, extract
 from ingestion.pipeline import IngestionRunner, RawItem, remove_unreferenced_objects
 from kbportal.claiming import TransientError
 from knowledge.models import Document, DocumentStatus, Source
-from knowledge.storage import StorageError, get_object_store, sha256_hex
+from knowledge.storage import StorageError, get_object_store
 from search.indexer import delete_document_chunks
 
 logger = logging.getLogger(__name__)
@@ -69,14 +65,6 @@ RETIRE_BATCH = 500
 REMEMBERED_LINKS = 1000
 
 _END = object()
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A page stored and extracted by the crawl process (fields as `RawItem` names them)."""
-
-    object_key: str
-    extracted: Extracted | ExtractionError
 
 
 def crawl_counters() -> dict:
@@ -136,7 +124,7 @@ class CrawlProcess:
                 if kind == "end":
                     self.error = item
                     return
-                self.pages.put(item)  # (page, its extraction)
+                self.pages.put(item)
         except (EOFError, OSError):
             if not self.stopping.is_set():
                 self.process.join(STOP_TIMEOUT)
@@ -205,7 +193,6 @@ class CrawlChild:
         self.stopping = False
         self.stats = CrawlStats()
         self.slots: asyncio.Semaphore | None = None
-        self.sends: set[asyncio.Task] = set()
         self.task: asyncio.Task | None = None
         self.store = get_object_store.__wrapped__()  # not the parent's: no shared connections
 
@@ -223,7 +210,6 @@ class CrawlChild:
                 known_body=self.known_body,
                 stats=self.stats,
             )
-            await asyncio.gather(*self.sends)  # the last pages are on their way to the job
         finally:
             loop.remove_reader(self.control.fileno())
 
@@ -243,34 +229,9 @@ class CrawlChild:
 
     async def hand_over(self, page: FetchedPage) -> None:
         # A worker waits for a free slot without blocking the event loop: the others keep fetching.
-        # Then it goes on crawling while the page is prepared and sent (at concurrency 1 the next
-        # fetch's wait overlaps this page's store and extraction, as it did in the job process).
+        # The send itself is quick: the job's receiver thread drains the pipe as pages come.
         await self.slots.acquire()
-        send = asyncio.create_task(self.send(page))
-        self.sends.add(send)
-        send.add_done_callback(self.sends.discard)
-
-    async def send(self, page: FetchedPage) -> None:
-        # Quick: the job's receiver thread drains the pipe as pages come.
-        self.sending.send(("page", (page, await self.prepare(page)), self.stats))
-
-    async def prepare(self, page: FetchedPage) -> Prepared | None:
-        """Store a new or changed page and extract its text: work the job thread would otherwise do
-        one page at a time (an fsync, a few milliseconds of CPU). None for other pages (the pipeline
-        skips bytes it has indexed by their sha256) or when the store fails (the job tries itself)."""
-        if page.status != 200 or not page.content:
-            return None
-        known = self.known.get(page.url[:2000])
-        if known is not None and known.sha256 == sha256_hex(page.content):
-            return None
-        try:
-            object_key = await asyncio.to_thread(self.store.put, page.content, page.content_type)
-        except StorageError:
-            return None
-        try:
-            return Prepared(object_key, extract(page.content, page.content_type, page.url[:2000]))
-        except ExtractionError as exc:
-            return Prepared(object_key, exc)
+        self.sending.send(("page", page, self.stats))
 
     async def known_body(self, url: str, known: KnownPage) -> bytes | None:
         key = self.object_keys.get(url)
@@ -362,11 +323,11 @@ class UrlSourceSync:
                 return
             self.crawler.taken()
             self.runner.check()
-            self.take_page(*page)
+            self.take_page(page)
             self.save_progress()
 
     # -- pages -----------------------------------------------------------------------------
-    def take_page(self, page: FetchedPage, prepared: Prepared | None) -> None:
+    def take_page(self, page: FetchedPage) -> None:
         key = page.url[:2000]
         self.reported.add(key)
         if page.status == 200:
@@ -374,8 +335,7 @@ class UrlSourceSync:
             links = page.links if len(page.links) <= REMEMBERED_LINKS else None
             metadata = {"etag": page.etag, "last_modified": page.last_modified, "links": links}
             item = RawItem(
-                key=key, data=page.content, content_type=page.content_type, title=page.title_hint, metadata=metadata,
-                object_key=prepared.object_key if prepared else "", extracted=prepared.extracted if prepared else None,
+                key=key, data=page.content, content_type=page.content_type, title=page.title_hint, metadata=metadata
             )
             self.runner.take(self.source, item, self.embedder)
         elif page.status == 304:

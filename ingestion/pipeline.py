@@ -21,7 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from ingestion.chunking import chunk_text
-from ingestion.extraction import Extracted, ExtractionError, extract
+from ingestion.extraction import ExtractionError, extract
 from ingestion.models import IngestionJob, JobKind, Stage
 from ingestion.services import job_state
 from kbportal.claiming import JobRunner, JobStatus, TransientError
@@ -57,16 +57,6 @@ class RawItem:
     content_type: str
     title: str = ""
     metadata: dict = field(default_factory=dict)
-    #: Stored and extracted already where it was fetched (a crawl's own process): the object key,
-    #: and the text or the reason there is none.
-    object_key: str = ""
-    extracted: Extracted | ExtractionError | None = None
-
-    def extract(self) -> Extracted:
-        """The item's text; raises ExtractionError."""
-        if isinstance(self.extracted, ExtractionError):
-            raise self.extracted
-        return self.extracted or extract(self.data, self.content_type, self.key)
 
 
 @dataclass
@@ -246,10 +236,10 @@ class IngestionRunner(JobRunner):
             self.record_failure(document, item.key, "empty document: no bytes to index")
             return None
         with stage_timer("ingestion", "store"):
-            object_key = item.object_key or get_object_store().put(item.data, item.content_type)
+            object_key = get_object_store().put(item.data, item.content_type)
         try:
             with stage_timer("ingestion", Stage.EXTRACT):
-                extracted = item.extract()
+                extracted = extract(item.data, item.content_type, item.key)
         except ExtractionError as exc:
             document.sha256, document.object_key, document.size = sha, object_key, len(item.data)
             self.record_failure(document, item.key, str(exc))

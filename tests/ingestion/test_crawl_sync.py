@@ -66,25 +66,6 @@ def test_crawl_indexes_pages_and_search_finds_them(kb, site):
     assert finished.total == 4
 
 
-def test_pages_are_stored_and_extracted_in_the_crawl_process_not_the_job_process(kb, site, monkeypatch):
-    site.article("/", "Home", "Welcome to the site.", ["/a0", "/a1", "/junk.txt"])
-    for n in range(2):
-        site.article(f"/a{n}", f"Article {n}", article_text(n))
-    site.page("/junk.txt", b"\x00\x01\x02\x03" * 200, "text/plain")
-    calls = []
-    # The job process's extract and store; the crawl process calls its own module's names.
-    monkeypatch.setattr("ingestion.pipeline.extract", lambda *args: calls.append(("extract", args)))
-    monkeypatch.setattr("ingestion.pipeline.get_object_store", lambda: calls.append(("store", ())))
-    source, job = crawl_job(kb, site)
-    finished = run(job)
-    assert (finished.status, finished.done, finished.failed) == (JobStatus.SUCCEEDED, 3, 1)
-    assert calls == []
-    assert all(get_object_store().exists(doc.object_key) for doc in Document.objects.filter(source=source))
-    assert found(kb, "marker1x2") == {"a1"}
-    junk = Document.objects.get(source=source, key=site.url("/junk.txt"))
-    assert junk.status == DocumentStatus.FAILED and "binary" in junk.error.lower()
-
-
 def test_indexed_page_keeps_its_etag_and_last_modified(kb, site):
     small_site(site, articles=1)
     source, job = crawl_job(kb, site)
