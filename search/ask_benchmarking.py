@@ -1,10 +1,8 @@
 """`manage.py bench_ask`: how fast questions are accepted, and how many answers workers produce.
 
-1. Accept latency: `total` POST /api/v1/ask, first one at a time (the cost of one submission),
-   then all at once, to uvicorn with two worker processes as `make up` runs it. The client is
-   one asyncio httpx client whose connections are opened before the clock, as an application's
-   connection pool would be (100 client threads cost the client more CPU, on the same 2 cores,
-   than the server spent answering).
+1. Accept latency: `total` POST /api/v1/ask, first from one client thread (the cost of one
+   submission), then from `total` threads at once (each opening its own connection; the client
+   object is made before the clock), to uvicorn with two worker processes as `make up` runs it.
    Questions are distinct, so none is answered from a stored answer. No worker listens
    meanwhile; the tasks are canceled afterwards.
 2. Throughput: for each worker count, that many real worker processes (kbportal.worker.Worker,
@@ -20,7 +18,6 @@ index with the hashing embedder) unless --kb names an existing one.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import time
@@ -40,7 +37,7 @@ from kbportal.worker import process_environment, start_worker_process
 from knowledge.models import Document, DocumentStatus, KnowledgeBase, SourceKind
 from knowledge.services import knowledge_base_create, source_create
 from search.asking import answer_submit
-from search.benchmarking import LoadResult, start_server
+from search.benchmarking import LoadResult, api_client, run_load, start_server
 from search.embedders import chunk_embedding_text, embedder_dimensions, get_embedder
 from search.indexer import bulk_upsert, chunk_id, refresh
 from search.models import AnswerTask
@@ -114,10 +111,15 @@ def accept_latency(kb: KnowledgeBase, raw_key: str, *, total: int, levels: list[
                           json={"kb": kb.slug, "question": f"warm-up {run} {n}"})
         results = []
         for concurrency in levels:
-            texts = [f"{question(i, run)} {uuid.uuid4().hex[:6]}" for i in range(total)]  # distinct across levels
-            latencies, seconds, errors = asyncio.run(
-                submit_burst(f"http://127.0.0.1:{port}", raw_key, kb.slug, texts, concurrency)
-            )
+            with api_client(f"http://127.0.0.1:{port}", raw_key, concurrency, timeout=30) as client:
+
+                def call(i: int, client: httpx.Client = client) -> None:
+                    text = f"{question(i, run)} {uuid.uuid4().hex[:6]}"  # distinct across levels too
+                    response = client.post("/api/v1/ask", json={"kb": kb.slug, "question": text})
+                    if response.status_code != 202:
+                        raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+
+                latencies, seconds, errors = run_load(call, total, concurrency)
             results.append(LoadResult("POST /api/v1/ask", "-", concurrency, latencies, seconds, len(errors),
                                       errors[:3]))
     finally:
@@ -129,36 +131,6 @@ def accept_latency(kb: KnowledgeBase, raw_key: str, *, total: int, levels: list[
     )
     django_rq.get_queue("answers").empty()
     return results
-
-
-async def submit_burst(
-    base_url: str, raw_key: str, kb_slug: str, texts: list[str], concurrency: int
-) -> tuple[list[float], float, list[str]]:
-    """Submit `texts`, `concurrency` at a time; latencies in ms, wall seconds, errors."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    headers = {"Authorization": f"Bearer {raw_key}"}
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30, limits=limits) as client:
-        await asyncio.gather(*(client.get("/health/live") for _ in range(concurrency)))  # open the pool
-        slots = asyncio.Semaphore(concurrency)
-        latencies: list[float] = []
-        errors: list[str] = []
-
-        async def submit(text: str) -> None:
-            async with slots:
-                started = time.perf_counter()
-                try:
-                    response = await client.post("/api/v1/ask", json={"kb": kb_slug, "question": text})
-                except httpx.HTTPError as exc:
-                    errors.append(f"{type(exc).__name__}: {exc}"[:200])
-                    return
-                if response.status_code != 202:
-                    errors.append(f"{response.status_code}: {response.text[:200]}")
-                    return
-                latencies.append((time.perf_counter() - started) * 1000)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(submit(text) for text in texts))
-        return latencies, time.perf_counter() - started, errors
 
 
 def start_answer_workers(count: int, llm_url: str, log=None) -> list[subprocess.Popen]:
