@@ -1,9 +1,10 @@
 """`Authorization: Bearer kb_<prefix>_<secret>` authentication for the API.
 
-A key is read with the knowledge bases granted to it in one query, every request: a revoked key,
-a changed scope or grant takes effect on the next request, whatever changed the row. The grants
-come with each knowledge base's id, generation and embedder (`ApiKey.granted`), so the search and
-ask services need no second query for a key's own knowledge bases.
+A key is read with the knowledge bases granted to it in one query, and kept by the process until
+a key, grant or knowledge base changes (`knowledge.keycache`): a revoked key, a changed scope or
+grant takes effect on the next request. The grants come with each knowledge base's id, generation
+and embedder (`ApiKey.granted`), so the search and ask services need no second query for a key's
+own knowledge bases.
 """
 
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 from rest_framework import authentication, exceptions
 
+from knowledge.keycache import cached_key
 from knowledge.models import ApiKey, KnowledgeBase
 from knowledge.selectors import key_grant_table
 
@@ -91,7 +93,7 @@ def authenticate_key(raw: str) -> ApiKey:
     if parsed is None:
         raise exceptions.AuthenticationFailed("Malformed API key.")
     prefix, secret = parsed
-    key = load_key(prefix)
+    key = cached_key(prefix, secret, load_key)
     # Compare even when the prefix is unknown, so timing does not tell which prefixes exist.
     if key is None:
         ApiKey(secret_hash="0" * 64).matches(secret)

@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import F
 from django.utils import timezone
 
+from knowledge.keycache import ApiKeyQuerySet, AuthReadQuerySet
+
 RATE_VALIDATOR = RegexValidator(r"^\d+/[smhd]$", "Use a rate such as 50/s, 600/m or 10000/h.")
 
 
@@ -22,6 +24,8 @@ class KnowledgeBase(models.Model):
     generation = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AuthReadQuerySet.as_manager()
 
     class Meta:
         ordering = ["slug"]
@@ -119,6 +123,8 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
+    objects = ApiKeyQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
 
@@ -147,3 +153,4 @@ class ApiKey(models.Model):
         now = timezone.now()
         if not self.last_used_at or (now - self.last_used_at).total_seconds() > 60:
             ApiKey.objects.filter(pk=self.pk).update(last_used_at=now)
+            self.last_used_at = now  # this instance may serve the next requests (knowledge.keycache)

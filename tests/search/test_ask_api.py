@@ -30,10 +30,10 @@ def test_ask_accepts_with_task_id_status_url_and_websocket_url(client, space_kb)
     assert body["status"] == "queued" and body["reused"] is False
 
 
-def test_accepting_a_question_is_three_queries_and_one_doorbell(client, space_kb, django_assert_num_queries):  # noqa: F811
+def test_accepting_a_question_is_two_queries_and_one_doorbell(client, space_kb, django_assert_num_queries):  # noqa: F811
     headers = ask_headers(space_kb)
-    post(client, space_kb, "What is a nozzle?", headers)  # also notes the key's use
-    with django_assert_num_queries(3):  # the key with its grants, the stored-answer lookup, the insert
+    post(client, space_kb, "What is a nozzle?", headers)  # loads the key and notes its use
+    with django_assert_num_queries(2):  # the stored-answer lookup and the insert (the key is kept)
         response = post(client, space_kb, "How do rocket engines work?", headers)
     assert response.status_code == 202 and response.json()["kb"] == space_kb.slug
     assert django_rq.get_queue("answers").count == 2
