@@ -4,7 +4,9 @@
    submission), then from `total` threads at once (each opening its own connection; the client
    object is made before the clock), to uvicorn with two worker processes as `make up` runs it.
    Questions are distinct, so none is answered from a stored answer. No worker listens
-   meanwhile; the tasks are canceled afterwards.
+   meanwhile; the tasks are canceled afterwards. The reference, measured the same way just
+   before each level: GET /health/live, a Django view that touches neither PostgreSQL nor Redis,
+   so what a request costs here before it does anything.
 2. Throughput: for each worker count, that many real worker processes (kbportal.worker.Worker,
    rq's SimpleWorker: one job at a time per process) listen on the `answers` queue; `per_worker`
    questions per worker are submitted at once and answered through the `openai` generator by the
@@ -98,6 +100,11 @@ def listening_workers() -> int:
     return len(Worker.all(queue=django_rq.get_queue("answers")))
 
 
+ASK = "POST /api/v1/ask"
+#: The reference: an empty endpoint (no database, no Redis) under the same client, server and load.
+FLOOR = "GET /health/live"
+
+
 def accept_latency(kb: KnowledgeBase, raw_key: str, *, total: int, levels: list[int],
                    processes: int = 2) -> list[LoadResult]:
     """p50/p99 of POST /api/v1/ask against uvicorn with `processes` workers, as `make up` runs it."""
@@ -111,17 +118,20 @@ def accept_latency(kb: KnowledgeBase, raw_key: str, *, total: int, levels: list[
                           json={"kb": kb.slug, "question": f"warm-up {run} {n}"})
         results = []
         for concurrency in levels:
-            with api_client(f"http://127.0.0.1:{port}", raw_key, concurrency, timeout=30) as client:
+            for target in (FLOOR, ASK):
+                with api_client(f"http://127.0.0.1:{port}", raw_key, concurrency, timeout=30) as client:
 
-                def call(i: int, client: httpx.Client = client) -> None:
-                    text = f"{question(i, run)} {uuid.uuid4().hex[:6]}"  # distinct across levels too
-                    response = client.post("/api/v1/ask", json={"kb": kb.slug, "question": text})
-                    if response.status_code != 202:
-                        raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+                    def call(i: int, client: httpx.Client = client, target: str = target) -> None:
+                        if target == FLOOR:
+                            response = client.get("/health/live")
+                        else:
+                            text = f"{question(i, run)} {uuid.uuid4().hex[:6]}"  # distinct across levels too
+                            response = client.post("/api/v1/ask", json={"kb": kb.slug, "question": text})
+                        if response.status_code not in (200, 202):
+                            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
 
-                latencies, seconds, errors = run_load(call, total, concurrency)
-            results.append(LoadResult("POST /api/v1/ask", "-", concurrency, latencies, seconds, len(errors),
-                                      errors[:3]))
+                    latencies, seconds, errors = run_load(call, total, concurrency)
+                results.append(LoadResult(target, "-", concurrency, latencies, seconds, len(errors), errors[:3]))
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -16,6 +16,7 @@ import re
 import socket
 import threading
 from collections import Counter
+from functools import lru_cache
 from itertools import pairwise
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -148,10 +149,17 @@ class HashingEmbedder(Embedder):
         features += [(f"{first} {second}", 0.5) for first, second in pairwise(words)]
         vector = [0.0] * self.dimensions
         for feature, weight in features:
-            digest = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "big")
-            sign = 1.0 if digest & 1 else -1.0
-            vector[(digest >> 1) % self.dimensions] += sign * weight
+            dimension, sign = _feature_slot(feature, self.dimensions)
+            vector[dimension] += sign * weight
         return _normalise(vector)
+
+
+@lru_cache(maxsize=1 << 16)
+def _feature_slot(feature: str, dimensions: int) -> tuple[int, float]:
+    """The dimension and sign of a hashed feature. Remembered: words repeat, and hashing each
+    occurrence was most of a page's time in the crawl benchmark."""
+    digest = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "big")
+    return (digest >> 1) % dimensions, 1.0 if digest & 1 else -1.0
 
 
 class MiniLMEmbedder(Embedder):

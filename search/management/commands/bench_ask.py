@@ -46,6 +46,11 @@ class Command(BaseCommand):
                     self.stdout.write(result.row())
                     for sample in result.error_sample or []:
                         self.stdout.write(f"  error: {sample}")
+                burst = {r.target: r for r in results if r.concurrency == options["submissions"]}
+                self.stdout.write(
+                    f"{options['submissions']} at once: accept p99 {burst[bench.ASK].percentile(0.99):.1f} ms "
+                    f"(goal 100 ms); the empty endpoint's p99 {burst[bench.FLOOR].percentile(0.99):.1f} ms"
+                )
             with StandinLLM(answer_seconds=options["answer_seconds"]).running() as llm:
                 self.stdout.write(f"stand-in model (not a model) at {llm.url}: {options['answer_seconds']:g} s "
                                   f"per answer; {options['per_worker']} questions per worker")
