@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from django.test import override_settings
 
 from ingestion.crawling import crawl
@@ -42,6 +44,8 @@ class CrawlMeasurement:
     seconds: float
     pages: int
     note: str = ""
+    #: CPU seconds spent during the run, per process (see CpuMeter); empty when not measured.
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def pages_per_second(self) -> float:
@@ -70,6 +74,77 @@ class BenchSite:
     def __exit__(self, *exc) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+#: Local services whose CPU a sync spends too, found by their command line.
+SERVICES = {"search server": "noida-db", "PostgreSQL": "postgres", "Redis": "redis-server"}
+
+
+class CpuMeter:
+    """CPU seconds spent during a `with` block by this process (the job), its children (the crawl
+    process, sampled while it lives), the bench site and the local services.
+
+    On a machine with few cores the pipeline's speed-up is bounded by its CPU per page: these
+    figures say where that CPU goes and what bound it sets (`ceiling`).
+    """
+
+    def __init__(self, site: BenchSite) -> None:
+        self.site_pid = site.process.pid
+        self.me = psutil.Process()
+        self.children: dict[int, float] = {}
+        self.seconds: dict[str, float] = {}
+        self._stop = threading.Event()
+
+    def __enter__(self) -> CpuMeter:
+        self.before = self._services()
+        self.own = self._cpu(self.me)
+        self.existing = {child.pid for child in self.me.children(recursive=True)}
+        self._sampler = threading.Thread(target=self._sample_children, daemon=True)
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._sampler.join()
+        after = self._services()
+        self.seconds = {"job process": self._cpu(self.me) - self.own, "crawl process": sum(self.children.values())}
+        for name in ["bench site", *SERVICES]:
+            self.seconds[name] = after.get(name, 0.0) - self.before.get(name, 0.0)
+
+    def ceiling(self, pages: int) -> float:
+        """Pages per second the machine's cores allow at this CPU per page, whatever the concurrency."""
+        return (psutil.cpu_count() or 1) * pages / sum(self.seconds.values())
+
+    @staticmethod
+    def _cpu(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return times.user + times.system
+
+    def _sample_children(self) -> None:
+        """The CPU of children started during the block (the crawl process ends with the job)."""
+        while not self._stop.wait(0.05):
+            for child in self.me.children(recursive=True):
+                if child.pid in self.existing:
+                    continue  # the bench site, counted apart
+                try:
+                    self.children[child.pid] = self._cpu(child)
+                except psutil.Error:
+                    pass  # it just ended: its last sample stands
+
+    def _services(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for process in psutil.process_iter():
+            try:
+                if process.pid == self.site_pid:
+                    name = "bench site"
+                else:
+                    command = " ".join(process.cmdline())
+                    name = next((n for n, marker in SERVICES.items() if marker in command), "")
+                if name:
+                    totals[name] = totals.get(name, 0.0) + self._cpu(process)
+            except psutil.Error:
+                continue
+        return totals
 
 
 def crawl_config(root: str, pages: int, concurrency: int) -> dict:
@@ -109,13 +184,16 @@ def run_job(job: IngestionJob, name: str, concurrency: int) -> tuple[CrawlMeasur
 
 
 def bench_pipeline(
-    root: str, pages: int, concurrency: int, embedder_name: str
+    site: BenchSite, pages: int, concurrency: int, embedder_name: str
 ) -> tuple[CrawlMeasurement, Source, IngestionJob]:
-    """A first sync of the site through the whole pipeline, in a fresh KB."""
+    """A first sync of the site through the whole pipeline, in a fresh KB, with its CPU per process."""
     kb = fresh_kb(embedder_name)
     get_embedder(embedder_name)  # loaded once per process, as in a worker
-    source, job = source_add(kb=kb, kind="url", name="bench site", config=crawl_config(root, pages, concurrency))
-    measurement, job = run_job(job, "pipeline, first sync", concurrency)
+    config = crawl_config(site.root, pages, concurrency)
+    source, job = source_add(kb=kb, kind="url", name="bench site", config=config)
+    with CpuMeter(site) as meter:
+        measurement, job = run_job(job, "pipeline, first sync", concurrency)
+    measurement.cpu = meter.seconds
     return measurement, source, job
 
 

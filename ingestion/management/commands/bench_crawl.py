@@ -1,3 +1,4 @@
+import psutil
 from django.core.management.base import BaseCommand, CommandError
 
 from ingestion import crawl_bench as bench
@@ -32,7 +33,7 @@ class Command(BaseCommand):
                 for concurrency in (low, high):
                     engine = bench.bench_engine(site.root, pages, concurrency)
                     self.row(engine)
-                    pipeline, source, job = bench.bench_pipeline(site.root, pages, concurrency, embedder)
+                    pipeline, source, job = bench.bench_pipeline(site, pages, concurrency, embedder)
                     self.row(pipeline, engine)
                     rows[concurrency] = (engine, pipeline, source, job)
                 engine_high, first, source, first_job = rows[high]
@@ -40,7 +41,7 @@ class Command(BaseCommand):
                 self.row(resync, engine_high)
                 resyncs = [(embedder, first, resync, again, first_job)]
                 if other not in ("", "none", embedder):
-                    other_first, other_source, other_job = bench.bench_pipeline(site.root, pages, high, other)
+                    other_first, other_source, other_job = bench.bench_pipeline(site, pages, high, other)
                     other_first.name = f"{other}: first sync"
                     self.row(other_first, engine_high)
                     other_resync, other_again = bench.bench_resync(other_source)
@@ -68,6 +69,21 @@ class Command(BaseCommand):
         self.stdout.write(
             f"pipeline concurrency {high} vs {low}: {speedup:.1f}x (goal >= 8x); "
             f"crawl engine alone {engine_speedup:.1f}x"
+        )
+        cpu = pipeline_high.cpu
+        per_page = {name: 1000 * seconds / pipeline_high.pages for name, seconds in cpu.items()}
+        total = sum(per_page.values())
+        cores = psutil.cpu_count() or 1
+        ceiling = cores * 1000 / total
+        self.stdout.write(
+            f"CPU per page at concurrency {high}: "
+            + ", ".join(f"{name} {ms:.2f} ms" for name, ms in per_page.items())
+            + f"; total {total:.2f} ms"
+        )
+        self.stdout.write(
+            f"  on {cores} cores that CPU allows at most {ceiling:.0f} pages/s, "
+            f"{ceiling / pipeline_low.pages_per_second:.1f}x the concurrency-{low} rate "
+            f"(8x needs at most {cores * 1000 / (8 * pipeline_low.pages_per_second):.2f} ms of CPU per page)"
         )
 
     def resync_summary(self, embedder, first, resync, again, first_job, *, pages, high, floor) -> None:
