@@ -4,7 +4,9 @@ The reference is the same `_msearch` the API sends (same bodies, same query vect
 with the elasticsearch client straight to the search server. A "miss" is a result-cache miss
 with the query embedding already cached (the embedding cache is warmed first), so the
 difference to the direct call is what the API itself adds: auth, rate limit, cache lookups,
-fusion, serialisation and the HTTP server. "cold" also computes the embedding.
+fusion, serialisation and the HTTP server. "cold" also computes the embedding. The empty
+endpoint (GET /health/live) under the same client and server shows how much of that any request
+costs here, before the API does anything.
 """
 
 from __future__ import annotations
@@ -161,6 +163,20 @@ def bench_api(
 
         latencies, seconds, errors = run_load(call, total, concurrency)
     return LoadResult("api", cache, concurrency, latencies, seconds, len(errors), errors[:1])
+
+
+def bench_floor(base_url: str, key: str, total: int, concurrency: int) -> LoadResult:
+    """The same client and server on an empty endpoint (GET /health/live: no database, no Redis):
+    what any request costs here before the API does anything."""
+    with api_client(base_url, key, concurrency) as client:
+
+        def call(i: int) -> None:
+            response = client.get("/health/live")
+            if response.status_code != 200:
+                raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+
+        latencies, seconds, errors = run_load(call, total, concurrency)
+    return LoadResult("empty endpoint", "-", concurrency, latencies, seconds, len(errors), errors[:1])
 
 
 def api_client(base_url: str, key: str, concurrency: int, timeout: float = 60) -> httpx.Client:

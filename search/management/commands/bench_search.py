@@ -56,6 +56,10 @@ class Command(BaseCommand):
                 try:
                     base = f"http://127.0.0.1:{port}"
                     for level in levels:
+                        floor = bench.bench_floor(base, raw, options["hits"], level)
+                        floor.target = f"empty ({server})"
+                        results[(server, "floor", level)] = floor
+                        self.stdout.write(floor.row())
                         miss = None
                         for _ in range(rounds):
                             kb.bump_generation()  # every request of this round is a result-cache miss
@@ -83,10 +87,11 @@ class Command(BaseCommand):
         for server in servers:
             miss = results[(server, "miss", first)].percentile(0.5)
             hit = results[(server, "hit", first)].percentile(0.5)
+            floor = results[(server, "floor", first)].percentile(0.5)
             self.stdout.write(
                 f"{server}: miss p50 {miss:.1f} ms vs direct {direct:.1f} ms: API adds {miss - direct:.1f} ms; "
                 f"hit p50 {hit:.1f} ms; paired (direct and API miss back to back, concurrency 1): "
-                f"API adds {results[(server, 'paired')]:.1f} ms (median)"
+                f"API adds {results[(server, 'paired')]:.1f} ms (median); the empty endpoint's p50 {floor:.1f} ms"
             )
         if len(servers) == 2:
             top = levels[-1] if len(levels) > 1 else first
