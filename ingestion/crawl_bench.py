@@ -85,7 +85,7 @@ class CpuMeter:
     process, sampled while it lives), the bench site and the local services.
 
     On a machine with few cores the pipeline's speed-up is bounded by its CPU per page: these
-    figures say where that CPU goes and what bound it sets (`ceiling`).
+    figures say where that CPU goes and what bound it sets (bench_crawl prints both).
     """
 
     def __init__(self, site: BenchSite) -> None:
@@ -110,10 +110,6 @@ class CpuMeter:
         self.seconds = {"job process": self._cpu(self.me) - self.own, "crawl process": sum(self.children.values())}
         for name in ["bench site", *SERVICES]:
             self.seconds[name] = after.get(name, 0.0) - self.before.get(name, 0.0)
-
-    def ceiling(self, pages: int) -> float:
-        """Pages per second the machine's cores allow at this CPU per page, whatever the concurrency."""
-        return (psutil.cpu_count() or 1) * pages / sum(self.seconds.values())
 
     @staticmethod
     def _cpu(process: psutil.Process) -> float:

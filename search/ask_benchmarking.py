@@ -39,7 +39,7 @@ from kbportal.worker import process_environment, start_worker_process
 from knowledge.models import Document, DocumentStatus, KnowledgeBase, SourceKind
 from knowledge.services import knowledge_base_create, source_create
 from search.asking import answer_submit
-from search.benchmarking import LoadResult, api_client, run_load, start_server
+from search.benchmarking import LoadResult, api_client, bench_floor, run_load, start_server
 from search.embedders import chunk_embedding_text, embedder_dimensions, get_embedder
 from search.indexer import bulk_upsert, chunk_id, refresh
 from search.models import AnswerTask
@@ -118,20 +118,19 @@ def accept_latency(kb: KnowledgeBase, raw_key: str, *, total: int, levels: list[
                           json={"kb": kb.slug, "question": f"warm-up {run} {n}"})
         results = []
         for concurrency in levels:
-            for target in (FLOOR, ASK):
-                with api_client(f"http://127.0.0.1:{port}", raw_key, concurrency, timeout=30) as client:
+            floor = bench_floor(f"http://127.0.0.1:{port}", raw_key, total, concurrency)
+            floor.target = FLOOR
+            results.append(floor)
+            with api_client(f"http://127.0.0.1:{port}", raw_key, concurrency, timeout=30) as client:
 
-                    def call(i: int, client: httpx.Client = client, target: str = target) -> None:
-                        if target == FLOOR:
-                            response = client.get("/health/live")
-                        else:
-                            text = f"{question(i, run)} {uuid.uuid4().hex[:6]}"  # distinct across levels too
-                            response = client.post("/api/v1/ask", json={"kb": kb.slug, "question": text})
-                        if response.status_code not in (200, 202):
-                            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+                def call(i: int, client: httpx.Client = client) -> None:
+                    text = f"{question(i, run)} {uuid.uuid4().hex[:6]}"  # distinct across levels too
+                    response = client.post("/api/v1/ask", json={"kb": kb.slug, "question": text})
+                    if response.status_code != 202:
+                        raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
 
-                    latencies, seconds, errors = run_load(call, total, concurrency)
-                results.append(LoadResult(target, "-", concurrency, latencies, seconds, len(errors), errors[:3]))
+                latencies, seconds, errors = run_load(call, total, concurrency)
+            results.append(LoadResult(ASK, "-", concurrency, latencies, seconds, len(errors), errors[:3]))
     finally:
         server.terminate()
         server.wait(timeout=30)
