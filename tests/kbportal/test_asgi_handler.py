@@ -1,13 +1,18 @@
 """kbportal.asgi_handler: the middleware chain and the view run in one thread hop, on reused threads."""
 
+import json
+import subprocess
+import sys
 import threading
 
 import pytest
 from asgiref.sync import async_to_sync, iscoroutinefunction
 from asgiref.testing import ApplicationCommunicator
+from django.conf import settings
 
 from kbportal import middleware
 from kbportal.asgi_handler import RequestThreads, SyncChainASGIHandler
+from kbportal.worker import process_environment
 
 
 def get(handler, path: str) -> tuple[dict, bytes]:
@@ -66,3 +71,18 @@ def test_a_thread_still_running_an_abandoned_request_is_not_given_to_the_next_on
 def test_errors_keep_the_api_shape_through_the_sync_chain():
     start, body = get(SyncChainASGIHandler(), "/api/v1/no-such-endpoint")
     assert start["status"] == 404 and b'"error":"not_found"' in body.replace(b" ", b"")
+
+
+def test_web_process_start_up_leaves_the_collector_only_what_requests_make():
+    """What start-up loaded is frozen (kbportal.worker.run_preload_hooks): a full collection in a web
+    process walks only objects made since, instead of pausing every request for the whole heap."""
+    script = (
+        "import gc, json, kbportal.asgi; gc.collect();"
+        "print(json.dumps([gc.get_freeze_count(), len(gc.get_objects())]))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=settings.BASE_DIR, env=process_environment(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    frozen, collectable = json.loads(result.stdout.splitlines()[-1])
+    assert frozen > 100_000  # Django, DRF, Channels and the preloaded embedder
+    assert collectable < frozen / 20
