@@ -12,9 +12,13 @@ sees the same breaker:
 
 Each step is one Lua script, so admitting a call and recording its outcome are one round trip
 each and atomic across processes. Time comes from Redis (TIME) so process clocks do not matter.
-A "closed" verdict is reused by the process for ADMIT_REUSE_SECONDS: a closed breaker admits
-calls without asking Redis each time, and a trip by another process takes effect here within
-that time (a trip this process records takes effect at once).
+A closed breaker does not ask Redis on every call:
+
+- a "closed" verdict is reused by the process for ADMIT_REUSE_SECONDS; a trip by another process
+  takes effect here within that time (a trip this process records takes effect at once);
+- successes are counted in the process and recorded together, at most every
+  SUCCESS_RECORD_SECONDS, and with every failure: the failure that decides whether to trip is
+  always weighed against every success this process saw before it.
 
 If Redis is unreachable the breaker falls back to per-process in-memory state (with a warning)
 and tries Redis again after a few seconds: a Redis outage must not take the service down.
@@ -59,6 +63,8 @@ REDIS_TIMEOUT = 0.25
 REDIS_RETRY_SECONDS = 5.0
 #: How long a process reuses a "closed" verdict before asking again (one round trip less per call).
 ADMIT_REUSE_SECONDS = 0.25
+#: How long a process may hold its successes before recording them (one round trip less per call).
+SUCCESS_RECORD_SECONDS = 1.0
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
@@ -102,15 +108,16 @@ if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then return {'probe', 0}
 return {'open', redis.call('PTTL', KEYS[3])}
 """
 
-# KEYS: window, open, tripped   ARGV: failed, window_s, min_calls, ratio, open_ms   -> 1 if tripped now
+# KEYS: window, open, tripped   ARGV: calls, failed, window_s, min_calls, ratio, open_ms   -> 1 if tripped now
+# `calls` outcomes, the last of which failed when `failed` is 1.
 RECORD = """
 -- A call admitted before the trip finishing now says nothing the probe will not say.
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1])
-local window = tonumber(ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'c:' .. now, 1)
-if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[1], 'f:' .. now, 1) end
+local window = tonumber(ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'c:' .. now, tonumber(ARGV[1]))
+if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[1], 'f:' .. now, 1) end
 redis.call('EXPIRE', KEYS[1], window + 1)
 local calls, failures = 0, 0
 local fields = redis.call('HGETALL', KEYS[1])
@@ -123,9 +130,9 @@ for i = 1, #fields, 2 do
     failures = failures + tonumber(fields[i + 1])
   end
 end
-if ARGV[1] == '1' and calls >= tonumber(ARGV[3]) and failures >= tonumber(ARGV[4]) * calls then
+if ARGV[2] == '1' and calls >= tonumber(ARGV[4]) and failures >= tonumber(ARGV[5]) * calls then
   local opened_at = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-  redis.call('SET', KEYS[2], opened_at, 'PX', ARGV[5])
+  redis.call('SET', KEYS[2], opened_at, 'PX', ARGV[6])
   redis.call('SET', KEYS[3], opened_at)
   return 1
 end
@@ -203,9 +210,9 @@ class RedisStore:
         )
         return verdict, left_ms / 1000
 
-    def record(self, failed: bool) -> bool:
+    def record(self, calls: int, failed: bool) -> bool:
         p = self.policy
-        args = [int(failed), p.window_seconds, p.min_calls, p.failure_ratio, int(p.open_seconds * 1000)]
+        args = [calls, int(failed), p.window_seconds, p.min_calls, p.failure_ratio, int(p.open_seconds * 1000)]
         return bool(self._record(keys=[self.window, self.open, self.tripped], args=args))
 
     def probe_done(self, failed: bool) -> bool:
@@ -263,14 +270,14 @@ class MemoryStore:
                 return "probe", 0.0
             return OPEN, s.probe_until - now
 
-    def record(self, failed: bool) -> bool:
+    def record(self, calls: int, failed: bool) -> bool:
         s, p = self.state, self.policy
         with s.lock:
             if s.opened_at is not None:
                 return False
             second = int(time.time())
             bucket = s.buckets.setdefault(second, [0, 0])
-            bucket[0] += 1
+            bucket[0] += calls
             bucket[1] += int(failed)
             for old in [sec for sec in s.buckets if sec <= second - p.window_seconds]:
                 del s.buckets[old]
@@ -371,6 +378,9 @@ class CircuitBreaker:
         self._memory = MemoryStore(name, self.policy)
         self._redis_retry_at = 0.0  # monotonic; Redis is skipped until then after an error
         self._closed_until = 0.0  # monotonic; admit without asking until then
+        self._successes_lock = threading.Lock()
+        self._successes = 0  # successes seen here and not yet recorded
+        self._successes_due = 0.0  # monotonic; when the next success records those held
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r})"
@@ -408,7 +418,10 @@ class CircuitBreaker:
         self._finish(False, failed=True)
 
     def state(self) -> dict[str, Any]:
-        """For /health/ready and the dashboard."""
+        """For /health/ready and the dashboard (with this process's held successes recorded first)."""
+        held = self._take_successes(failed=False, now=True)
+        if held:
+            self._run("record", held, False)
         snap, storage = self._run("snapshot"), self._storage()
         if snap.open_left > 0:
             current = OPEN
@@ -430,6 +443,8 @@ class CircuitBreaker:
         """Close the breaker and forget the window, in Redis and in this process."""
         self._memory.reset()
         self._redis_retry_at = self._closed_until = 0.0
+        with self._successes_lock:
+            self._successes, self._successes_due = 0, 0.0
         self._run("reset")
 
     def _admit(self) -> bool:
@@ -448,8 +463,26 @@ class CircuitBreaker:
         if probe:
             if self._run("probe_done", failed):
                 self._transition(HALF_OPEN, OPEN if failed else CLOSED)
-        elif self._run("record", failed):
+            return
+        calls = self._take_successes(failed=failed)
+        if calls and self._run("record", calls, failed):
             self._transition(CLOSED, OPEN)
+
+    def _take_successes(self, *, failed: bool, now: bool = False) -> int:
+        """The outcomes to record now, this one included: 0 while successes are being held.
+
+        A success is held until SUCCESS_RECORD_SECONDS have passed since the last record; a
+        failure (or `now`) takes every held success with it.
+        """
+        with self._successes_lock:
+            if not failed and not now:
+                self._successes += 1
+                if self._successes_due > time.monotonic():
+                    return 0
+            calls, self._successes = self._successes + int(failed), 0
+            if calls:
+                self._successes_due = time.monotonic() + SUCCESS_RECORD_SECONDS
+            return calls
 
     def _storage(self) -> str:
         return "memory" if self._redis_retry_at > time.monotonic() else "redis"

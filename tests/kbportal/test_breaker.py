@@ -320,3 +320,34 @@ def test_a_closed_verdict_is_reused_briefly_and_a_trip_elsewhere_is_seen_after_i
     with pytest.raises(CircuitOpen):
         trip_here.call(up)
 
+
+
+def test_successes_are_recorded_together_and_with_the_next_failure(monkeypatch):
+    monkeypatch.setattr(breaker_module, "SUCCESS_RECORD_SECONDS", 1.0)
+    here, elsewhere = make("search"), make("search")  # another process, as far as Redis is concerned
+    started = time.monotonic()
+    for _ in range(5):
+        assert here.call(up) == "ok"
+    assert time.monotonic() - started < 1.0
+    assert elsewhere.state()["calls"] == 1  # the first success was recorded, four are held
+    run(here, down)  # a failure takes the held successes with it
+    assert (elsewhere.state()["calls"], elsewhere.state()["failures"]) == (6, 1)
+    for _ in range(3):
+        assert here.call(up) == "ok"
+    assert elsewhere.state()["calls"] == 6
+    time.sleep(1.05)
+    assert here.call(up) == "ok"  # held long enough: recorded with this one
+    assert elsewhere.state()["calls"] == 10
+
+
+def test_held_successes_count_against_a_failure_burst():
+    """30 successes (29 of them held), then failures: the breaker opens at the 30th failure, when
+    half of the 60 calls failed (it would at the 19th if the held successes were not counted)."""
+    breaker = make()
+    for _ in range(30):
+        assert breaker.call(up) == "ok"
+    for failure in range(1, 31):
+        run(breaker, down)
+        if failure < 30:
+            assert breaker.transitions["closed->open"] == 0, failure
+    assert breaker.transitions["closed->open"] == 1
