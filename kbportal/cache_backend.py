@@ -7,14 +7,27 @@ was already shared; now the client over it is too. redis-py clients are thread-s
 reconnects after a fork or a Redis restart.
 """
 
+import logging
 
 import redis
 from django_redis.cache import RedisCache as DjangoRedisCache
 from django_redis.client import DefaultClient
 from django_redis.exceptions import ConnectionInterrupted
 
+from kbportal.redis_gate import RedisSkipped
+
 #: What a Redis failure looks like through the cache (callers that can go on without it catch these).
 CACHE_ERRORS = (redis.RedisError, ConnectionInterrupted, OSError)
+
+
+def log_cache_error(log: logging.Logger, message: str, error: BaseException) -> None:
+    """Log a Redis failure the caller goes on without: `message: error`.
+
+    A warning, except while Redis is being skipped (`kbportal.redis_gate`), which logged the
+    outage once: then debug, so an outage does not log a line per request and call site.
+    """
+    skipped = isinstance(error, RedisSkipped) or isinstance(error.__cause__, RedisSkipped)
+    log.log(logging.DEBUG if skipped else logging.WARNING, "%s: %s", message, error, stacklevel=2)
 
 _clients: dict[str, DefaultClient] = {}
 

@@ -36,6 +36,7 @@ from rq.queue import Queue
 
 from kbportal import metrics
 from kbportal.logging import job_context
+from kbportal.redis_gate import GatedConnectionPool
 
 logger = logging.getLogger(__name__)
 
@@ -146,12 +147,14 @@ def rq_queue(name: str) -> Queue:
         client = _rq_clients.get(url)
         if client is None:
             timeout = settings.REDIS_SOCKET_TIMEOUT
-            client = _rq_clients[url] = redis.Redis.from_url(
+            pool = GatedConnectionPool.from_url(
                 url, socket_timeout=timeout, socket_connect_timeout=timeout,
                 # One immediate retry survives a stale pooled connection (Redis restarted); with
-                # Redis down the caller (a 202 whose doorbell the sweeper rings later) fails fast.
+                # Redis down (or hanging: the gate) the caller, a 202 whose doorbell the sweeper
+                # rings later, fails fast.
                 retry=Retry(NoBackoff(), 1),
             )
+            client = _rq_clients[url] = redis.Redis(connection_pool=pool)
     return django_rq.get_queue(name, connection=client)
 
 

@@ -125,6 +125,9 @@ CACHES = {
         "OPTIONS": {
             "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
             "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+            # A Redis that hangs is skipped for a few seconds after one timeout, not waited on by
+            # every call (kbportal.redis_gate).
+            "CONNECTION_POOL_CLASS": "kbportal.redis_gate.GatedConnectionPool",
         },
     }
 }

@@ -26,7 +26,7 @@ from django.core.cache import cache
 from django.db import models, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from kbportal.cache_backend import CACHE_ERRORS
+from kbportal.cache_backend import CACHE_ERRORS, log_cache_error
 
 if TYPE_CHECKING:
     from knowledge.models import ApiKey
@@ -51,7 +51,7 @@ def current_epoch() -> bytes | None:
             client.set(name, secrets.token_hex(8), nx=True)
             epoch = client.get(name)
     except CACHE_ERRORS as exc:
-        logger.warning("API key cache bypassed, its epoch is unreadable: %s", exc)
+        log_cache_error(logger, "API key cache bypassed, its epoch is unreadable", exc)
         return None
     return epoch
 

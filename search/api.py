@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from kbportal import ratelimits
-from kbportal.cache_backend import CACHE_ERRORS
+from kbportal.cache_backend import CACHE_ERRORS, log_cache_error
 from kbportal.metrics import record_rate_limited
 from kbportal.validation import validated
 from knowledge.models import KnowledgeBase
@@ -55,7 +55,7 @@ def _count(group: str, value: str, rate: str) -> None:
         usage = ratelimits.hit(group, value, rate)
     except CACHE_ERRORS as exc:
         # Redis down: searches can still be answered (the breaker and caches degrade too); fail open.
-        logger.warning("rate limit not applied, counter unavailable: %s", exc)
+        log_cache_error(logger, "rate limit not applied, counter unavailable", exc)
         return
     if usage.exceeded:
         record_rate_limited(group.split(":", 1)[0])

@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
-from kbportal.cache_backend import CACHE_ERRORS
+from kbportal.cache_backend import CACHE_ERRORS, log_cache_error
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def get_result(key: str) -> dict | None:
     try:
         return cache.get(key)
     except CACHE_ERRORS as exc:
-        logger.warning("search cache read failed: %s", exc)
+        log_cache_error(logger, "search cache read failed", exc)
         return None
 
 
@@ -69,7 +69,7 @@ def lookup(result_key: str | None, embedder: str, text: str) -> tuple[dict | Non
     try:
         found = cache.get_many(keys)
     except CACHE_ERRORS as exc:
-        logger.warning("search cache read failed: %s", exc)
+        log_cache_error(logger, "search cache read failed", exc)
         return None, None
     packed = found.get(embedding_key) if embedding_key else None
     return found.get(result_key) if result_key else None, array("f", packed).tolist() if packed else None
@@ -85,7 +85,7 @@ def store_result(fresh_key: str, good_key: str, result: dict) -> None:
         pipeline.set(client.make_key(good_key), value, ex=settings.KB_SEARCH_STALE_SECONDS)
         pipeline.execute()
     except CACHE_ERRORS as exc:
-        logger.warning("search cache write failed: %s", exc)
+        log_cache_error(logger, "search cache write failed", exc)
 
 
 def _embedding_key(embedder: str, text: str) -> str:
@@ -96,7 +96,7 @@ def get_embedding(embedder: str, text: str) -> list[float] | None:
     try:
         packed = cache.get(_embedding_key(embedder, text))
     except CACHE_ERRORS as exc:
-        logger.warning("embedding cache read failed: %s", exc)
+        log_cache_error(logger, "embedding cache read failed", exc)
         return None
     return array("f", packed).tolist() if packed else None
 
@@ -105,4 +105,4 @@ def store_embedding(embedder: str, text: str, vector: list[float]) -> None:
     try:
         cache.set(_embedding_key(embedder, text), array("f", vector).tobytes(), settings.KB_EMBED_CACHE_SECONDS)
     except CACHE_ERRORS as exc:
-        logger.warning("embedding cache write failed: %s", exc)
+        log_cache_error(logger, "embedding cache write failed", exc)

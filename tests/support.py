@@ -175,8 +175,16 @@ class RedisServer:
         )
         wait_for_port(self.port)
 
+    def freeze(self) -> None:
+        """Stop the server without closing its port: commands hang until they time out."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.thaw()  # a frozen process handles SIGTERM only once resumed
             self.process.terminate()
             self.process.wait(timeout=10)
 

@@ -1,5 +1,7 @@
 """The result and embedding caches behind search: hits, normalisation, invalidation by generation."""
 
+import time
+
 import pytest
 from django.test import override_settings
 
@@ -9,6 +11,7 @@ from search.client import reset_client
 from search.embedders import get_embedder
 from search.services import search_knowledge
 from tests.search.search_kbs import SEARCH_URL, bearer, ingest, make_kb
+from tests.support import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,3 +101,26 @@ def test_search_still_answers_when_the_cache_redis_is_unreachable(client, kb, se
         response = client.get(SEARCH_URL, {"q": "sourdough", "kb": kb.slug}, **headers)
         assert response.status_code == 200
         assert (response.json()["cache"], response.json()["hits"][0]["title"]) == ("miss", "Sourdough")
+
+
+def test_search_answers_fast_while_the_cache_redis_hangs(client, kb, settings):
+    """A frozen Redis (the port open, nothing answering) costs one timeout, not one per Redis call
+    per request (kbportal.redis_gate): the searches after it are answered at once."""
+    headers = bearer([kb.slug])
+    hanging = RedisServer()
+    hanging.start()
+    try:
+        options = {**settings.CACHES["default"]["OPTIONS"], "SOCKET_TIMEOUT": 0.3, "SOCKET_CONNECT_TIMEOUT": 0.3}
+        settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": hanging.url, "OPTIONS": options}}
+        assert client.get(SEARCH_URL, {"q": "sourdough", "kb": kb.slug}, **headers).status_code == 200
+        hanging.freeze()
+        seconds = []
+        for query in ["sourdough", "flour", "starter", "sourdough flour", "rye"] * 2:
+            started = time.perf_counter()
+            response = client.get(SEARCH_URL, {"q": query, "kb": kb.slug}, **headers)
+            seconds.append(time.perf_counter() - started)
+            assert response.status_code == 200 and response.json()["cache"] == "miss"
+        assert seconds[0] >= 0.3  # the timeout that closed the gate
+        assert max(seconds[1:]) < 0.25, seconds
+    finally:
+        hanging.stop()
