@@ -4,7 +4,8 @@ Django keeps a cache object per thread and per async context, so under ASGI ever
 fresh `RedisCache`, which built a fresh django-redis client and `redis.Redis` on its first call
 (about 0.25 ms of CPU, mostly redis-py copying its response-callback table). The connection pool
 was already shared; now the client over it is too. redis-py clients are thread-safe, and the pool
-reconnects after a fork or a Redis restart.
+reconnects after a fork or a Redis restart. Its connections skip a Redis that hangs
+(`kbportal.redis_gate`, set as CONNECTION_POOL_CLASS in settings).
 """
 
 import logging
@@ -28,6 +29,7 @@ def log_cache_error(log: logging.Logger, message: str, error: BaseException) -> 
     """
     skipped = isinstance(error, RedisSkipped) or isinstance(error.__cause__, RedisSkipped)
     log.log(logging.DEBUG if skipped else logging.WARNING, "%s: %s", message, error, stacklevel=2)
+
 
 _clients: dict[str, DefaultClient] = {}
 
