@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from kbportal import metrics, ratelimits
-from kbportal.cache_backend import CACHE_ERRORS
+from kbportal.cache_backend import CACHE_ERRORS, log_cache_error
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def throttle_login(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
         try:
             wait = seconds_blocked(request)
         except CACHE_ERRORS as exc:
-            logger.warning("login throttle not applied, counter unavailable: %s", exc)
+            log_cache_error(logger, "login throttle not applied, counter unavailable", exc)
             return view(request, *args, **kwargs)
         if wait:
             metrics.record_rate_limited("login")
@@ -74,7 +74,7 @@ def throttle_login(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
             try:
                 count_failure(request)
             except CACHE_ERRORS as exc:
-                logger.warning("login failure not counted, counter unavailable: %s", exc)
+                log_cache_error(logger, "login failure not counted, counter unavailable", exc)
         return response
 
     return wrapper
