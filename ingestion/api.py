@@ -32,7 +32,7 @@ from ingestion.services import (
     upload_add,
 )
 from kbportal.errors import PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
-from knowledge.models import Document, KnowledgeBase, Source, SourceKind
+from knowledge.models import Document, KnowledgeBase, Language, Source, SourceKind
 from knowledge.permissions import HasScope, is_staff, may_use_kb, readable_kbs
 from knowledge.selectors import document_list, source_list
 from knowledge.storage import StorageError
@@ -63,7 +63,8 @@ class KnowledgeBaseOutput(serializers.ModelSerializer):
 
     class Meta:
         model = KnowledgeBase
-        fields = ["slug", "name", "description", "embedder", "dimensions", "generation", "documents", "created_at"]
+        fields = ["slug", "name", "description", "embedder", "dimensions", "language", "generation", "documents",
+                  "created_at"]
 
     def get_documents(self, kb) -> int:
         return kb.sources.aggregate(n=Count("documents"))["n"] or 0
@@ -75,6 +76,7 @@ class KnowledgeBaseListApi(IngestAPIView):
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True, default="")
         embedder = serializers.CharField(required=False, default=None, allow_null=True)
+        language = serializers.ChoiceField(choices=Language.choices, required=False, default=Language.ENGLISH)
 
     @extend_schema(responses=KnowledgeBaseOutput(many=True))
     def get(self, request):

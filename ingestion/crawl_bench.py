@@ -77,7 +77,11 @@ class BenchSite:
 
 
 #: Local services whose CPU a sync spends too, found by their command line.
-SERVICES = {"search server": "noida-db", "PostgreSQL": "postgres", "Redis": "redis-server"}
+SERVICES = {
+    "search server": "org.elasticsearch.bootstrap.Elasticsearch",
+    "PostgreSQL": "postgres",
+    "Redis": "redis-server",
+}
 
 
 class CpuMeter:

@@ -308,7 +308,7 @@ class IngestionRunner(JobRunner):
         try:
             with stage_timer("ingestion", Stage.INDEX):
                 # wait_for: the batch is searchable before the generation bump invalidates caches.
-                bulk_upsert(bodies, refresh="wait_for")
+                bulk_upsert(bodies, language=self.job.kb.language, refresh="wait_for")
                 for prepared in batch:
                     if prepared.previous_chunk_count > len(prepared.chunks):
                         delete_stale_chunks(prepared.document.pk, len(prepared.chunks))

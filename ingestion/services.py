@@ -15,7 +15,7 @@ from django.utils import timezone
 from ingestion.models import IngestionJob, JobKind
 from kbportal.claiming import JobStatus, Priority, enqueue_on_commit, request_cancel
 from kbportal.progress import send_to_groups
-from knowledge.models import Document, DocumentStatus, KnowledgeBase, Source, SourceKind
+from knowledge.models import Document, DocumentStatus, KnowledgeBase, Language, Source, SourceKind
 from knowledge.services import knowledge_base_create, source_create
 from knowledge.storage import get_object_store
 from search.embedders import embedder_dimensions
@@ -23,7 +23,9 @@ from search.embedders import embedder_dimensions
 ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
-def kb_create(*, slug: str, name: str, description: str = "", embedder: str | None = None) -> KnowledgeBase:
+def kb_create(
+    *, slug: str, name: str, description: str = "", embedder: str | None = None, language: str = Language.ENGLISH
+) -> KnowledgeBase:
     """A knowledge base whose vector size is the embedder's."""
     embedder = embedder or settings.KB_EMBEDDER
     try:
@@ -33,7 +35,7 @@ def kb_create(*, slug: str, name: str, description: str = "", embedder: str | No
 
         raise ValidationError({"embedder": str(exc)})
     return knowledge_base_create(
-        slug=slug, name=name, description=description, embedder=embedder, dimensions=dimensions
+        slug=slug, name=name, description=description, embedder=embedder, dimensions=dimensions, language=language
     )
 
 

@@ -202,6 +202,12 @@ KB_ES_API_KEY = envstr("KB_ES_API_KEY", "")
 KB_ES_INDEX = envstr("KB_ES_INDEX", "kb_chunks")
 KB_ES_TIMEOUT = envfloat("KB_ES_TIMEOUT", 2.0)
 KB_ES_BULK_TIMEOUT = envfloat("KB_ES_BULK_TIMEOUT", 60.0)
+# Shape of a new chunk index: primary shards, and replicas as Elasticsearch's auto_expand_replicas
+# ("0-1": none on one node, one once a second node joins; "1" pins one copy).
+KB_ES_SHARDS = envint("KB_ES_SHARDS", 1)
+KB_ES_REPLICAS = envstr("KB_ES_REPLICAS", "0-1")
+# kNN candidates per shard, as a multiple of k (recall against latency: manage.py bench_scale).
+KB_KNN_CANDIDATES_FACTOR = envfloat("KB_KNN_CANDIDATES_FACTOR", 2.0)
 
 # Object storage: MinIO/S3 when an endpoint is set, else files under var/objects.
 KB_S3_ENDPOINT = envstr("KB_S3_ENDPOINT", "")

@@ -27,6 +27,7 @@ class GrantedKb:
     slug: str
     generation: int
     embedder: str
+    language: str
 
 
 class ApiKeyUser(AnonymousUser):
@@ -56,7 +57,7 @@ def _key_sql() -> str:
     key_columns = ", ".join(f"k.{field.column}" for field in ApiKey._meta.concrete_fields)
     grant_table, key_column, kb_column = key_grant_table()
     return (
-        f"SELECT {key_columns}, kb.id, kb.slug, kb.generation, kb.embedder FROM {ApiKey._meta.db_table} k "
+        f"SELECT {key_columns}, kb.id, kb.slug, kb.generation, kb.embedder, kb.language FROM {ApiKey._meta.db_table} k "
         f"LEFT JOIN {grant_table} g ON g.{key_column} = k.id "
         f"LEFT JOIN {KnowledgeBase._meta.db_table} kb ON kb.id = g.{kb_column} "
         f"WHERE k.prefix = %s"
@@ -82,8 +83,8 @@ def load_key(prefix: str) -> ApiKey | None:
     ]
     key = ApiKey.from_db(connection.alias, [field.attname for field in fields], values)
     grants = (row[len(fields):] for row in rows)
-    key.granted = {slug: GrantedKb(kb_id, slug, generation, embedder)
-                   for kb_id, slug, generation, embedder in grants if kb_id is not None}
+    key.granted = {slug: GrantedKb(kb_id, slug, generation, embedder, language)
+                   for kb_id, slug, generation, embedder, language in grants if kb_id is not None}
     return key
 
 

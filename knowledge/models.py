@@ -14,11 +14,30 @@ from knowledge.keycache import ApiKeyQuerySet, AuthReadQuerySet
 RATE_VALIDATOR = RegexValidator(r"^\d+/[smhd]$", "Use a rate such as 50/s, 600/m or 10000/h.")
 
 
+class Language(models.TextChoices):
+    """Languages a knowledge base's text can be analysed in for keyword search (search.analysis)."""
+
+    ENGLISH = "english", "English"
+    FRENCH = "french", "French"
+    GERMAN = "german", "German"
+    SPANISH = "spanish", "Spanish"
+    ITALIAN = "italian", "Italian"
+    PORTUGUESE = "portuguese", "Portuguese"
+    DUTCH = "dutch", "Dutch"
+    SWEDISH = "swedish", "Swedish"
+    RUSSIAN = "russian", "Russian"
+    NONE = "none", "Other (words as written, no stemming)"
+
+
 class KnowledgeBase(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, default="")
     embedder = models.CharField(max_length=64, default="minilm")
+    language = models.CharField(
+        max_length=32, choices=Language.choices, default=Language.ENGLISH,
+        help_text="How keyword search splits and stems this knowledge base's text (and its queries).",
+    )
     dimensions = models.PositiveIntegerField(default=384)
     #: Bumped whenever the indexed content changes, so cached search results never go stale.
     generation = models.PositiveBigIntegerField(default=0)

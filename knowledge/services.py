@@ -4,12 +4,18 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from knowledge.models import ApiKey, KnowledgeBase, Source, hash_secret
+from knowledge.models import ApiKey, KnowledgeBase, Language, Source, hash_secret
 
 
 @transaction.atomic
 def knowledge_base_create(
-    *, slug: str, name: str, dimensions: int, description: str = "", embedder: str | None = None
+    *,
+    slug: str,
+    name: str,
+    dimensions: int,
+    description: str = "",
+    embedder: str | None = None,
+    language: str = Language.ENGLISH,
 ) -> KnowledgeBase:
     """Create a knowledge base.
 
@@ -22,6 +28,7 @@ def knowledge_base_create(
         description=description,
         embedder=embedder or settings.KB_EMBEDDER,
         dimensions=dimensions,
+        language=language,
     )
     kb.full_clean()
     kb.save()

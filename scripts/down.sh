@@ -18,5 +18,7 @@ stop web "$WEB_SECONDS" &
 for name in worker-1 worker-2; do stop "$name" "$WORKER_SECONDS" & done
 stop scheduler 10 &
 wait
-# The search server last: workers finishing their batch still write to it.
-stop noida 10
+# The search server last: workers finishing their batch still write to it. Elasticsearch flushes
+# and closes its shards on SIGTERM (a second or two).
+stop elasticsearch 60
+stop noida 10  # left by a `make up` from before Elasticsearch

@@ -3,6 +3,7 @@
 # nothing twice. `make down` stops what it started.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+ensure_packages
 ensure_venv
 ensure_postgres
 ensure_redis
@@ -21,8 +22,8 @@ SERVER="${KB_SERVER:-uvicorn}"
 RUN="$VAR/run"
 LOG="$VAR/log"
 
-es_port=$(echo "$KB_ES_URL" | sed -E 's#.*:([0-9]+).*#\1#')
-ensure_search_server "$KB_ES_URL" "$es_port" "$VAR/noida" "$RUN/noida.pid"
+# A node of our own (var/elasticsearch, var/run/elasticsearch.pid) unless one answers at KB_ES_URL.
+ensure_elasticsearch "$KB_ES_URL" "$VAR/elasticsearch" "$RUN/elasticsearch.pid"
 
 db_name=$(echo "${KB_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/kbportal}" | sed -E 's#.*/([^/?]+).*#\1#')
 ensure_database "$db_name"

@@ -27,7 +27,7 @@ from kbportal.serving import production_mode, start_web_process, wait_live
 from kbportal.worker import process_environment
 from knowledge.models import Document, KnowledgeBase
 from search.index import alias_name
-from search.query import search_bodies
+from search.query import msearch_body, search_bodies
 from search.services import build_request, query_vector
 
 
@@ -117,9 +117,9 @@ def direct_searches(kb: KnowledgeBase, queries: list[str], mode: str) -> list[li
             collapse=True,
             weights=None,
         )
+        request.languages = {kb.slug: kb.language}
         vector = query_vector(kb.embedder, request.query) if mode != "keyword" else None
-        bodies = search_bodies(request, vector)
-        searches.append([part for body in bodies.values() for part in ({}, body)])
+        searches.append(msearch_body(search_bodies(request, vector)))
     return searches
 
 

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from elasticsearch import BadRequestError, NotFoundError, helpers
+from elasticsearch.dsl import Date, DenseVector, Document, Index, Integer, Keyword, MetaField, Text
 
-from search.client import SearchError, get_client, unavailable_on_failure
+from search.client import SearchError, SearchUnavailable, get_client, unavailable_on_failure
 
 logger = logging.getLogger(__name__)
 
@@ -25,34 +26,52 @@ def alias_name() -> str:
     return settings.KB_ES_INDEX
 
 
-def chunk_mapping(dims: int = DEFAULT_DIMS) -> dict:
-    """Mapping of one chunk document. `index_options` is explicit because Elasticsearch changed the
-    dense_vector defaults in 8.14 and again in 9.1; pinning them keeps every cluster alike."""
-    return {
-        "dynamic": "strict",
-        "properties": {
-            "kb": {"type": "keyword"},
-            "source": {"type": "keyword"},
-            "document": {"type": "keyword"},
-            "tags": {"type": "keyword"},
-            "title": {"type": "text", "analyzer": "english"},
-            "content": {"type": "text", "analyzer": "english"},
-            "position": {"type": "integer"},
-            "url": {"type": "keyword", "index": False},
-            "key": {"type": "keyword", "index": False},
-            "created": {"type": "date"},
-            "updated": {"type": "date"},
-            # When this chunk was written: lets a rebuild catch up on writes made while it copied.
-            "indexed_at": {"type": "date"},
-            "embedding": {
-                "type": "dense_vector",
-                "dims": dims,
-                "index": True,
-                "similarity": "cosine",
-                "index_options": {"type": "int8_hnsw", "m": 16, "ef_construction": 100},
-            },
-        },
-    }
+def embedding_field(dims: int) -> DenseVector:
+    """The vector field. `index_options` is explicit because Elasticsearch changed the dense_vector
+    defaults in 8.14 and again in 9.1; pinning them keeps every cluster alike."""
+    return DenseVector(
+        dims=dims, index=True, similarity="cosine",
+        index_options={"type": "int8_hnsw", "m": 16, "ef_construction": 100},
+    )
+
+
+class Chunk(Document):
+    """One chunk of a document as the index holds it: filter fields, the text shown, the terms
+    keyword search matches (made by `search.analysis`) and the embedding kNN search compares."""
+
+    kb = Keyword()
+    source = Keyword()
+    document = Keyword()
+    tags = Keyword(multi=True)
+    #: Shown and used for snippets, never searched: keyword search matches the `*_terms` fields.
+    title = Text(index=False)
+    content = Text(index=False)
+    title_terms = Text(analyzer="whitespace")
+    content_terms = Text(analyzer="whitespace")
+    position = Integer()
+    url = Keyword(index=False)
+    key = Keyword(index=False)
+    created = Date()
+    updated = Date()
+    #: When this chunk was written: lets a rebuild catch up on writes made while it copied.
+    indexed_at = Date()
+    embedding = embedding_field(DEFAULT_DIMS)
+
+    class Meta:
+        dynamic = MetaField("strict")
+
+
+def chunk_index(name: str, *, dims: int) -> Index:
+    """The definition of one concrete chunk index: `Chunk`'s mapping with vectors of `dims`.
+
+    Replicas expand with the cluster (`KB_ES_REPLICAS`, default "0-1"): none on a single node,
+    which would otherwise stay yellow forever, one copy as soon as a second node joins.
+    """
+    index = Index(name)
+    index.settings(number_of_shards=settings.KB_ES_SHARDS, auto_expand_replicas=settings.KB_ES_REPLICAS)
+    index.mapping(Chunk._doc_type.mapping)
+    index.get_or_create_mapping().field("embedding", embedding_field(dims))
+    return index
 
 
 def _concrete_indices(alias: str) -> list[str]:
@@ -85,12 +104,13 @@ def _index_dims(index: str) -> int | None:
     return properties.get("embedding", {}).get("dims")
 
 
-def _create(index: str, dims: int, alias: str | None = None) -> None:
-    body = {"mappings": chunk_mapping(dims)}
+def _create(name: str, dims: int, alias: str | None = None) -> None:
+    index = chunk_index(name, dims=dims)
     if alias:
-        body["aliases"] = {alias: {}}
-    with unavailable_on_failure(f"create index {index}"):
-        get_client().indices.create(index=index, **body)
+        index.aliases(**{alias: {}})
+    # Creating an index waits for its shards to start: seconds on a busy node, beyond a search's timeout.
+    with unavailable_on_failure(f"create index {name}"):
+        index.create(using=get_client().options(request_timeout=settings.KB_ES_BULK_TIMEOUT))
 
 
 def ensure_index(dims: int = DEFAULT_DIMS) -> str:
@@ -180,21 +200,22 @@ def rebuild_index(dims: int | None = None) -> dict:
             "dims": new_dims, "reembed_required": not same_dims}
 
 
-def drop_index() -> None:
-    """Delete every concrete index behind the alias (tests; a fresh start)."""
-    indices = _concrete_indices(alias_name())
-    if indices:
-        with unavailable_on_failure("delete indices"):
-            get_client().indices.delete(index=",".join(indices))
-
-
 def health_check() -> dict:
-    """Readiness check "search": the cluster answers within KB_HEALTH_TIMEOUT; reports the index."""
+    """Readiness check "search": the cluster answers within KB_HEALTH_TIMEOUT and is not red.
+
+    `_cluster/health` and `_nodes`, not `GET /`: every Elasticsearch has them, the minimal
+    distribution included. Yellow (a replica unassigned) still serves every search.
+    """
     client = get_client().options(request_timeout=settings.KB_HEALTH_TIMEOUT)
-    with unavailable_on_failure("ping"):
-        version = client.info()["version"]["number"]
+    with unavailable_on_failure("cluster health"):
+        health = client.cluster.health()
+        nodes = client.nodes.info(filter_path="nodes.*.version")
         try:
             indices = sorted(client.indices.get_alias(name=alias_name()))
         except NotFoundError:
             indices = []
-    return {"version": version, "index": indices[0] if indices else "missing"}
+    if health["status"] == "red":
+        raise SearchUnavailable(f"cluster {health['cluster_name']} is red: a primary shard is unassigned")
+    versions = sorted({node["version"] for node in nodes.get("nodes", {}).values()})
+    return {"version": ", ".join(versions), "cluster": health["status"], "nodes": health["number_of_nodes"],
+            "index": indices[0] if indices else "missing"}

@@ -2,7 +2,11 @@
 
 A chunk's id is derived from its document and position, so re-running a document (rq may deliver a
 job twice) overwrites the same chunks instead of duplicating them; `delete_stale_chunks` then
-removes the positions beyond the new chunk count.
+removes the positions beyond the new chunk count. Each chunk is written with its keyword-search
+terms, analysed in its knowledge base's language (`search.analysis`).
+
+Deleting searches the matching ids and bulk-deletes them, rather than `_delete_by_query`: that
+endpoint belongs to the reindex module, which Elasticsearch's minimal distribution does not have.
 """
 
 from collections.abc import Iterable
@@ -10,7 +14,10 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from elasticsearch import NotFoundError, helpers
+from elasticsearch.dsl import Q, Search
+from elasticsearch.dsl.query import Query
 
+from search.analysis import DEFAULT_LANGUAGE, analyze
 from search.client import SearchError, SearchUnavailable, get_client, unavailable_on_failure
 from search.index import DEFAULT_DIMS, alias_name, ensure_index
 
@@ -25,7 +32,7 @@ def chunk_id(document_id: int | str, position: int) -> str:
     return f"{document_id}-{position}"
 
 
-def _chunk_source(chunk: dict, indexed_at: str) -> dict:
+def _chunk_source(chunk: dict, indexed_at: str, language: str) -> dict:
     missing = [field for field in REQUIRED_FIELDS if chunk.get(field) is None]
     if missing:
         raise ValueError(f"chunk is missing {', '.join(missing)}")
@@ -38,6 +45,8 @@ def _chunk_source(chunk: dict, indexed_at: str) -> dict:
         content=chunk["content"],
         position=int(chunk["position"]),
         tags=list(chunk.get("tags") or []),
+        title_terms=analyze(chunk["title"], language=language),
+        content_terms=analyze(chunk["content"], language=language),
         indexed_at=indexed_at,
     )
     return source
@@ -57,8 +66,10 @@ def forget_ensured() -> None:
     _ensured.clear()
 
 
-def bulk_upsert(chunks: Iterable[dict], *, refresh: bool | str = False) -> int:
+def bulk_upsert(chunks: Iterable[dict], *, language: str = DEFAULT_LANGUAGE, refresh: bool | str = False) -> int:
     """Index (create or overwrite) chunks under `chunk_id(document, position)`; return how many.
+
+    `language` is the chunks' knowledge base's: it decides how their text becomes terms.
 
     Raises SearchUnavailable when Elasticsearch cannot take the writes now (connection error,
     timeout, 429/5xx for the request or for every rejected item) and SearchError naming the first
@@ -69,7 +80,7 @@ def bulk_upsert(chunks: Iterable[dict], *, refresh: bool | str = False) -> int:
     if not chunks:
         return 0
     indexed_at = datetime.now(UTC).isoformat()
-    sources = [_chunk_source(chunk, indexed_at) for chunk in chunks]
+    sources = [_chunk_source(chunk, indexed_at, language) for chunk in chunks]
     _ensure_alias(chunks)
     alias = alias_name()
     actions = [
@@ -91,42 +102,52 @@ def bulk_upsert(chunks: Iterable[dict], *, refresh: bool | str = False) -> int:
     return done
 
 
-def _delete_by_query(query: dict, *, refresh: bool) -> int:
-    """Delete matching chunks. delete_by_query works on a search snapshot, so chunks written
-    since the last refresh would survive it: refresh first, then delete."""
+def _delete_matching(query: Query, *, refresh: bool) -> int:
+    """Delete every chunk matching `query`; return how many were deleted.
+
+    A search sees only what the last refresh published, so chunks written since would survive:
+    refresh first. The ids are read with a scroll (no vectors, no source) and deleted in bulk.
+    """
     client = get_client().options(request_timeout=settings.KB_ES_BULK_TIMEOUT)
+    alias = alias_name()
     try:
         with unavailable_on_failure("delete chunks"):
-            client.indices.refresh(index=alias_name())
-            response = client.delete_by_query(index=alias_name(), query=query, conflicts="proceed", refresh=refresh)
+            client.indices.refresh(index=alias)
+            matching = Search(using=client, index=alias).query(Q("bool", filter=[query])).source(False)
+            actions = (
+                {"_op_type": "delete", "_index": hit.meta.index, "_id": hit.meta.id}
+                for hit in matching.params(size=1000).scan()
+            )
+            deleted, errors = helpers.bulk(
+                client, actions, chunk_size=1000, raise_on_error=False, ignore_status=(404,), refresh=refresh
+            )
     except SearchError as error:
         if isinstance(error.__cause__, NotFoundError):
             return 0  # no index yet: nothing to delete
         raise
-    return response["deleted"]
+    if errors:
+        raise SearchUnavailable(f"{len(errors)} chunks could not be deleted; first: {errors[0]}"[:1000])
+    return deleted
 
 
 def delete_stale_chunks(document_id: int | str, keep_count: int, *, refresh: bool = False) -> int:
     """Delete the document's chunks at positions >= keep_count (left over from a longer version)."""
-    query = {"bool": {"filter": [
-        {"term": {"document": str(document_id)}},
-        {"range": {"position": {"gte": keep_count}}},
-    ]}}
-    return _delete_by_query(query, refresh=refresh)
+    query = Q("term", document=str(document_id)) & Q("range", position={"gte": keep_count})
+    return _delete_matching(query, refresh=refresh)
 
 
 def delete_document_chunks(document_ids: list[int | str], *, refresh: bool = False) -> int:
     if not document_ids:
         return 0
-    return _delete_by_query({"terms": {"document": [str(i) for i in document_ids]}}, refresh=refresh)
+    return _delete_matching(Q("terms", document=[str(i) for i in document_ids]), refresh=refresh)
 
 
 def delete_source_chunks(source_id: int | str, *, refresh: bool = False) -> int:
-    return _delete_by_query({"term": {"source": str(source_id)}}, refresh=refresh)
+    return _delete_matching(Q("term", source=str(source_id)), refresh=refresh)
 
 
 def delete_kb_chunks(kb_slug: str, *, refresh: bool = False) -> int:
-    return _delete_by_query({"term": {"kb": kb_slug}}, refresh=refresh)
+    return _delete_matching(Q("term", kb=kb_slug), refresh=refresh)
 
 
 def refresh() -> None:

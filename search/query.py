@@ -3,18 +3,24 @@
 The caller computes the query vector (so the API can cache embeddings) and passes it in. Modes:
 `hybrid` sends both bodies and fuses them; `keyword` sends only BM25; `semantic` sends only kNN.
 Both bodies carry the same filters (knowledge bases always, sources, tags, created date range), so
-a kNN hit can never come from outside what the BM25 side may see.
+a kNN hit can never come from outside what the BM25 side may see. The bodies are built with the
+Elasticsearch DSL (`Search`, `Q`, `MultiSearch`).
+
+Keyword search matches terms the application made (`search.analysis`, per knowledge-base
+language) against the `*_terms` fields; the query text is analysed the same way here. Snippets
+are made in the application from the same terms (`search.snippets`).
 
 How deep each side looks: a page needs `page * size` results; one document has several chunks and
 collapsing keeps one per document, so each side fetches `window = min(max(3 * page * size, 20), 1000)`
 chunks. kNN uses `k = window` and `num_candidates = min(max(2 * k, 100), 10000)` (more candidates
-per shard buy recall at a linear cost; 10,000 is Elasticsearch's limit). `page * size` is capped at
+per shard buy recall at a linear cost; 10,000 is Elasticsearch's limit; the factor 2 is
+`KB_KNN_CANDIDATES_FACTOR`, measured against exact search by `manage.py bench_scale`). `page * size` is capped at
 `MAX_DEPTH`; deeper pages are refused rather than silently short.
 
 Scoring parameters, tuned with `manage.py evaluate` on CISI with all-MiniLM-L6-v2 (76 judged
 queries):
 
-- BM25 is a `best_fields` multi_match over `title` and `content`: a chunk scores by its better field.
+- BM25 is a `best_fields` multi_match over `title_terms` and `content_terms`: a chunk scores by its better field.
   The title is NOT boosted above content (`TITLE_BOOST = 1`): stored documents usually repeat their
   title in the text (a Markdown heading, a page's H1), and the short title field already scores a
   match highly, so a boost counts title words twice. Measured on CISI, keyword nDCG@10 fell from
@@ -25,28 +31,34 @@ queries):
   20-60 lands within 0.007 of that). A request's `weights` override these per ranking.
 """
 
-import html
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import date
 
+from django.conf import settings
 from elasticsearch import ApiError
+from elasticsearch.dsl import MultiSearch, Q, Search
+from elasticsearch.dsl.query import Query
 
+from search.analysis import DEFAULT_LANGUAGE, analyze
 from search.client import SearchError, SearchUnavailable, get_client, unavailable_on_failure
 from search.fusion import rrf
 from search.index import alias_name
+from search.snippets import snippet
 
 MODES = ("hybrid", "keyword", "semantic")
 MAX_SIZE = 100
 MAX_DEPTH = 500
 MAX_WINDOW = 1000
 MAX_CANDIDATES = 10000
-SNIPPET_CHARS = 240
+MIN_CANDIDATES = 100
 TITLE_BOOST = 1
 MULTI_MATCH_TYPE = "best_fields"
 RRF_K = 60
 DEFAULT_WEIGHTS = {"keyword": 0.5, "semantic": 1.0}
-HIGHLIGHT_PRE, HIGHLIGHT_POST = "<mark>", "</mark>"
+#: What a search reads of a chunk: neither its vector nor its terms.
+SOURCE_EXCLUDES = ["embedding", "title_terms", "content_terms"]
 
 
 @dataclass
@@ -66,6 +78,8 @@ class SearchRequest:
     collapse: bool = True
     #: Weights of the "keyword" and "semantic" rankings in the fusion (defaults: `DEFAULT_WEIGHTS`).
     weights: dict[str, float] | None = None
+    #: Language of each knowledge base's text (`search.analysis`); unnamed ones are English.
+    languages: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.query = (self.query or "").strip()
@@ -85,6 +99,9 @@ class SearchRequest:
     @property
     def window(self) -> int:
         return min(max(3 * self.page * self.size, 20), MAX_WINDOW)
+
+    def language_of(self, kb: str) -> str:
+        return self.languages.get(kb, DEFAULT_LANGUAGE)
 
 
 @dataclass
@@ -126,71 +143,80 @@ def _iso(value: date | str) -> str:
     return value.isoformat() if isinstance(value, date) else str(value)
 
 
-def build_filters(request: SearchRequest) -> list[dict]:
-    filters: list[dict] = [{"terms": {"kb": list(request.kbs)}}]
+def build_filters(request: SearchRequest) -> list[Query]:
+    filters = [Q("terms", kb=list(request.kbs))]
     if request.sources:
-        filters.append({"terms": {"source": [str(source) for source in request.sources]}})
+        filters.append(Q("terms", source=[str(source) for source in request.sources]))
     if request.tags:
-        filters.append({"terms": {"tags": list(request.tags)}})
+        filters.append(Q("terms", tags=list(request.tags)))
     if request.date_from or request.date_to:
         bounds = {}
         if request.date_from:
             bounds["gte"] = _iso(request.date_from)
         if request.date_to:
             bounds["lte"] = _iso(request.date_to)
-        filters.append({"range": {"created": bounds}})
+        filters.append(Q("range", created=bounds))
     return filters
 
 
-def _highlight(request: SearchRequest) -> dict:
-    body = {
-        "encoder": "html",
-        "pre_tags": [HIGHLIGHT_PRE],
-        "post_tags": [HIGHLIGHT_POST],
-        "fields": {"content": {"fragment_size": SNIPPET_CHARS // 2, "number_of_fragments": 2}},
+def _text_match(request: SearchRequest) -> Query:
+    """BM25 over the query's terms, analysed in each searched knowledge base's language."""
+    by_language: dict[str, list[str]] = {}
+    for kb in request.kbs:
+        by_language.setdefault(request.language_of(kb), []).append(kb)
+    matches = {
+        language: Q("multi_match", query=analyze(request.query, language=language), type=MULTI_MATCH_TYPE,
+                    fields=[f"title_terms^{TITLE_BOOST}", "content_terms"])
+        for language in by_language
     }
-    if request.query:
-        # The kNN body has no text query to highlight with: give it the words explicitly.
-        body["highlight_query"] = {"match": {"content": request.query}}
-    return body
+    if len(matches) == 1:
+        return next(iter(matches.values()))
+    # Knowledge bases in different languages: each matches the query as analysed in its own.
+    return Q("bool", minimum_should_match=1, should=[
+        Q("bool", must=[matches[language]], filter=[Q("terms", kb=kbs)]) for language, kbs in by_language.items()
+    ])
 
 
-def keyword_body(request: SearchRequest, filters: list[dict]) -> dict:
-    body = {
-        "query": {"bool": {
-            "must": [{"multi_match": {
-                "query": request.query,
-                "type": MULTI_MATCH_TYPE,
-                "fields": [f"title^{TITLE_BOOST}", "content"],
-            }}],
-            "filter": filters,
-        }},
-        "size": request.window,
-        "track_total_hits": False,
-        "_source": {"excludes": ["embedding"]},
-    }
-    if request.highlight:
-        body["highlight"] = _highlight(request)
-    return body
+def keyword_search(request: SearchRequest, filters: list[Query]) -> Search:
+    return (
+        Search()
+        .query(Q("bool", must=[_text_match(request)], filter=filters))
+        .extra(size=request.window, track_total_hits=False)
+        .source(excludes=SOURCE_EXCLUDES)
+    )
 
 
-def semantic_body(request: SearchRequest, filters: list[dict], query_vector: list[float]) -> dict:
+def knn_candidates(k: int) -> int:
+    return min(max(math.ceil(settings.KB_KNN_CANDIDATES_FACTOR * k), MIN_CANDIDATES, k), MAX_CANDIDATES)
+
+
+def semantic_search(request: SearchRequest, filters: list[Query], query_vector: list[float]) -> Search:
     k = request.window
-    body = {
-        "knn": {
-            "field": "embedding",
-            "query_vector": query_vector,
-            "k": k,
-            "num_candidates": min(max(2 * k, 100), MAX_CANDIDATES),
-            "filter": filters,
-        },
-        "size": k,
-        "track_total_hits": False,
-        "_source": {"excludes": ["embedding"]},
-    }
-    if request.highlight and request.query:
-        body["highlight"] = _highlight(request)
-    return body
+    return (
+        Search()
+        .knn(field="embedding", k=k, num_candidates=knn_candidates(k), query_vector=query_vector,
+             filter=Q("bool", filter=filters))
+        .extra(size=k, track_total_hits=False)
+        .source(excludes=SOURCE_EXCLUDES)
+    )
+
+
+def search_bodies(request: SearchRequest, query_vector: list[float] | None) -> dict[str, Search]:
+    """The searches of a request by ranking name (keyword: BM25, semantic: kNN)."""
+    filters = build_filters(request)
+    searches: dict[str, Search] = {}
+    if request.mode in ("hybrid", "keyword"):
+        searches["keyword"] = keyword_search(request, filters)
+    if request.mode in ("hybrid", "semantic"):
+        searches["semantic"] = semantic_search(request, filters, query_vector)
+    return searches
+
+
+def msearch_body(searches: dict[str, Search]) -> list[dict]:
+    multi = MultiSearch()
+    for one in searches.values():
+        multi = multi.add(one)
+    return multi.to_dict()
 
 
 def _hits_of(response: dict) -> list[dict]:
@@ -208,17 +234,7 @@ def _hits_of(response: dict) -> list[dict]:
     raise SearchError(message)
 
 
-def _snippet(hit: dict) -> str:
-    fragments = hit.get("highlight", {}).get("content")
-    if fragments:
-        return " … ".join(fragments)
-    content = hit["_source"].get("content", "")
-    if len(content) > SNIPPET_CHARS:
-        content = content[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
-    return html.escape(content)
-
-
-def _to_hit(hit: dict, score: float, ranks: dict[str, int]) -> SearchHit:
+def _to_hit(hit: dict, score: float, ranks: dict[str, int], snippet_text: str) -> SearchHit:
     source = hit["_source"]
     return SearchHit(
         chunk_id=hit["_id"],
@@ -230,21 +246,18 @@ def _to_hit(hit: dict, score: float, ranks: dict[str, int]) -> SearchHit:
         key=source.get("key", ""),
         position=source.get("position", 0),
         score=score,
-        snippet=_snippet(hit),
+        snippet=snippet_text,
         tags=source.get("tags", []),
         ranks=ranks,
     )
 
 
-def search_bodies(request: SearchRequest, query_vector: list[float] | None) -> dict[str, dict]:
-    """The `_msearch` bodies of a request by ranking name (keyword: BM25, semantic: kNN)."""
-    filters = build_filters(request)
-    bodies: dict[str, dict] = {}
-    if request.mode in ("hybrid", "keyword"):
-        bodies["keyword"] = keyword_body(request, filters)
-    if request.mode in ("hybrid", "semantic"):
-        bodies["semantic"] = semantic_body(request, filters, query_vector)
-    return bodies
+def _snippet_of(request: SearchRequest, source: dict, query_terms: dict[str, set[str]]) -> str:
+    language = request.language_of(source["kb"])
+    if request.highlight and language not in query_terms:
+        query_terms[language] = set(analyze(request.query, language=language).split())
+    terms = query_terms.get(language, set()) if request.highlight else set()
+    return snippet(source.get("content", ""), query_terms=terms, language=language)
 
 
 def search(request: SearchRequest, query_vector: list[float] | None = None) -> SearchResult:
@@ -253,12 +266,11 @@ def search(request: SearchRequest, query_vector: list[float] | None = None) -> S
         raise ValueError(f"{request.mode} search needs a query vector")
     started = time.perf_counter()
     bodies = search_bodies(request, query_vector)
-    searches: list[dict] = []
-    for body in bodies.values():
-        searches.extend([{}, body])
     with unavailable_on_failure("search"):
         try:
-            responses = get_client().msearch(index=alias_name(), searches=searches)["responses"]
+            # The client's msearch, not MultiSearch.execute(): execute() drops each response's
+            # status, which tells an overloaded shard (retry) from a refused query.
+            responses = get_client().msearch(index=alias_name(), searches=msearch_body(bodies))["responses"]
         except ApiError as error:
             if error.meta.status == 404:
                 responses = [{"hits": {"hits": []}}] * len(bodies)
@@ -275,9 +287,7 @@ def search(request: SearchRequest, query_vector: list[float] | None = None) -> S
         rankings[name] = [hit["_id"] for hit in hits]
         for rank, hit in enumerate(hits, start=1):
             ranks.setdefault(hit["_id"], {})[name] = rank
-            # Prefer the BM25 copy of a chunk: it carries the highlight of the text query.
-            if hit["_id"] not in chunks or "highlight" not in chunks[hit["_id"]]:
-                chunks[hit["_id"]] = hit
+            chunks.setdefault(hit["_id"], hit)
 
     if len(bodies) == 1:
         # One ranking: keep the engine's own score (BM25 or cosine), which means more than an RRF value.
@@ -296,7 +306,11 @@ def search(request: SearchRequest, query_vector: list[float] | None = None) -> S
         ordered.append((hit_id, score))
 
     start = (request.page - 1) * request.size
-    page = [_to_hit(chunks[hit_id], score, ranks[hit_id]) for hit_id, score in ordered[start : start + request.size]]
+    query_terms: dict[str, set[str]] = {}
+    page = [
+        _to_hit(chunks[hit_id], score, ranks[hit_id], _snippet_of(request, chunks[hit_id]["_source"], query_terms))
+        for hit_id, score in ordered[start : start + request.size]
+    ]
     return SearchResult(
         hits=page,
         total=len(ordered),

@@ -55,6 +55,7 @@ class KbState:
     slug: str
     generation: int
     embedder: str
+    language: str
 
 
 # --- the breaker ---------------------------------------------------------------------------------
@@ -81,7 +82,7 @@ def _states_sql() -> str:
     kb_table = KnowledgeBase._meta.db_table
     grant_table, key_column, kb_column = key_grant_table()
     return (
-        f"SELECT kb.id, kb.slug, kb.generation, kb.embedder, EXISTS (SELECT 1 FROM {grant_table} g "
+        f"SELECT kb.id, kb.slug, kb.generation, kb.embedder, kb.language, EXISTS (SELECT 1 FROM {grant_table} g "
         f"WHERE g.{key_column} = %s AND g.{kb_column} = kb.id) "
         f"FROM {kb_table} kb WHERE kb.slug = ANY(%s)"
     )
@@ -98,7 +99,7 @@ def knowledge_base_states(kb_slugs: list[str], *, api_key: ApiKey | None = None)
     """
     granted = getattr(api_key, "granted", None)
     if granted is not None and all(slug in granted for slug in kb_slugs):
-        return [KbState(kb.id, kb.slug, kb.generation, kb.embedder) for kb in map(granted.get, kb_slugs)]
+        return [KbState(kb.id, kb.slug, kb.generation, kb.embedder, kb.language) for kb in map(granted.get, kb_slugs)]
     with connection.cursor() as cursor:
         cursor.execute(_states_sql(), [api_key.pk if api_key is not None else None, list(kb_slugs)])
         found = {row[1]: row for row in cursor.fetchall()}
@@ -106,10 +107,10 @@ def knowledge_base_states(kb_slugs: list[str], *, api_key: ApiKey | None = None)
     if unknown:
         raise NotFound(f"No knowledge base {', '.join(map(repr, unknown))}.")
     if api_key is not None:
-        refused = [slug for slug in kb_slugs if not found[slug][4]]
+        refused = [slug for slug in kb_slugs if not found[slug][5]]
         if refused:
             raise PermissionDenied(f"This API key may not search {', '.join(map(repr, refused))}.")
-    return [KbState(*found[slug][:4]) for slug in kb_slugs]
+    return [KbState(*found[slug][:5]) for slug in kb_slugs]
 
 
 # --- the service ---------------------------------------------------------------------------------
@@ -272,6 +273,7 @@ def search_knowledge(
         collapse=collapse, weights=weights,
     )
     kbs = knowledge_base_states(request.kbs, api_key=api_key)
+    request.languages = {kb.slug: kb.language for kb in kbs}
     embedder = _embedder_of(kbs) if mode != "keyword" else ""
     # vars(), not asdict(): the fields are plain values and lists, and asdict deep-copies them all.
     request_fingerprint = cache.fingerprint({**vars(request), "embedder": embedder})

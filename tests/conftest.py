@@ -1,6 +1,6 @@
 """Shared fixtures: real PostgreSQL (pytest-django's test database), real Redis (its own
-database number, flushed per test), the real Elasticsearch-API server started by `make test`,
-and a real S3 server (moto's server mode) started here."""
+database number, flushed per test), the real Elasticsearch node `make test` starts (port 9201,
+fresh data each run), and a real S3 server (moto's server mode) started here."""
 
 import subprocess
 import sys

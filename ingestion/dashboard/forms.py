@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 
 from ingestion.api import safe_filename
 from ingestion.extraction import is_supported
-from knowledge.models import DocumentStatus, KnowledgeBase, Scope
+from knowledge.models import DocumentStatus, KnowledgeBase, Language, Scope
 from knowledge.source_config import URL_DEFAULTS
 from search.asking import MAX_PASSAGES
 from search.query import MAX_SIZE, MODES
@@ -47,11 +47,16 @@ class KnowledgeBaseForm(forms.Form):
     name = forms.CharField(max_length=200)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     embedder = forms.ChoiceField(choices=())
+    language = forms.ChoiceField(choices=Language.choices, initial=Language.ENGLISH, required=False,
+                                 help_text="How keyword search splits and stems this knowledge base's text.")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["embedder"].choices = [(name, name) for name in sorted(settings.KB_EMBEDDERS)]
         self.fields["embedder"].initial = settings.KB_EMBEDDER
+
+    def clean_language(self) -> str:
+        return self.cleaned_data["language"] or Language.ENGLISH
 
 
 class TextSourceForm(forms.Form):

@@ -1,6 +1,6 @@
 """Fault tests: a real web server and real workers while a backing service goes away and comes back.
 
-Each service that fails is our own, on its own port (a search server, a redis-server, a
+Each service that fails is our own, on its own port (an Elasticsearch node, a redis-server, a
 PostgreSQL cluster, a proxy in front of the S3 server), so stopping it disturbs nobody. In every
 case an upload the API accepted (202) ends indexed once the service is back: nothing is lost.
 """
@@ -22,9 +22,9 @@ from search.indexer import forget_ensured
 from tests.search.search_kbs import make_kb
 from tests.support import (
     ROOT,
+    ElasticsearchNode,
     PostgresCluster,
     RedisServer,
-    SearchServer,
     TcpProxy,
     WebServer,
     stop_worker,
@@ -130,17 +130,23 @@ def kb_and_key() -> tuple[str, str]:
 
 
 @pytest.fixture
-def own_search_server(tmp_path, settings):
-    server = SearchServer(tmp_path / "es")
-    server.start()
-    settings.KB_ES_URL = server.url  # our worker and web processes inherit it (process_environment)
-    reset_client()
-    forget_ensured()
-    ensure_index(dims=384)
-    yield server
-    server.stop()
-    reset_client()
-    forget_ensured()
+def own_search_server(settings):
+    """A real Elasticsearch node of our own, which the test stops and starts again (same port, same data)."""
+    server = ElasticsearchNode()
+    try:
+        server.start()
+        settings.KB_ES_URL = server.url  # our worker and web processes inherit it (process_environment)
+        timeout, settings.KB_ES_TIMEOUT = settings.KB_ES_TIMEOUT, 30.0  # a first index on a new node can take seconds
+        reset_client()
+        forget_ensured()
+        ensure_index(dims=384)
+        settings.KB_ES_TIMEOUT = timeout
+        reset_client()
+        yield server
+    finally:
+        server.destroy()
+        reset_client()
+        forget_ensured()
 
 
 def test_search_server_down_opens_the_breaker_answers_fast_and_recovers_with_nothing_lost(stacks, own_search_server):

@@ -23,7 +23,7 @@ def test_ensure_index_twice_is_harmless(alias):
     assert index_status()["dims"] == 8
 
 
-def test_mapping_pins_int8_hnsw_and_english_text(alias):
+def test_mapping_pins_int8_hnsw_and_searches_application_made_terms(alias):
     index = ensure_index(dims=8)
     properties = get_client().indices.get_mapping(index=index)[index]["mappings"]["properties"]
     embedding = properties["embedding"]
@@ -31,9 +31,14 @@ def test_mapping_pins_int8_hnsw_and_english_text(alias):
     assert embedding["similarity"] == "cosine"
     assert embedding["index"] is True
     assert embedding["index_options"] == {"type": "int8_hnsw", "m": 16, "ef_construction": 100}
-    assert properties["content"]["analyzer"] == "english"
-    assert properties["title"]["analyzer"] == "english"
+    assert {properties[name]["analyzer"] for name in ("title_terms", "content_terms")} == {"whitespace"}
+    assert properties["content"]["index"] is False and properties["title"]["index"] is False
     assert {properties[name]["type"] for name in ("kb", "source", "document", "tags")} == {"keyword"}
+
+
+def test_a_single_node_index_has_no_replica_to_wait_for(alias):
+    index = ensure_index(dims=8)
+    assert get_client().cluster.health(index=index, wait_for_status="green", timeout="10s")["status"] == "green"
 
 
 def test_status_reports_alias_index_docs_and_dims(alias):

@@ -43,6 +43,8 @@ def corpus():
             ],
             refresh=True,
         )
+        bulk_upsert([chunk(30, 0, kb="kb-fr", source=7, title="Chevaux", content="Les chevaux mangent du foin.",
+                           embedding=vector(0, 1))], language="french", refresh=True)
         yield alias
 
 
@@ -55,6 +57,24 @@ def test_keyword_mode_finds_matching_documents_only():
     assert documents(result) == [1]
     assert result.mode == "keyword"
     assert result.total == 1 and result.total_relation == "eq"
+
+
+def test_keyword_search_matches_other_forms_of_a_word():
+    assert documents(search(SearchRequest("installs", ["kb-a"], mode="keyword"))) == [1]
+    assert documents(search(SearchRequest("invoice", ["kb-a"], mode="keyword"))) == [2]
+
+
+def test_stop_words_alone_match_nothing():
+    assert search(SearchRequest("the and of", ["kb-a"], mode="keyword")).hits == []
+
+
+def test_each_knowledge_base_is_matched_in_its_own_language():
+    french = {"kb-fr": "french"}
+    assert documents(search(SearchRequest("chevaux", ["kb-fr"], mode="keyword", languages=french))) == [30]
+    # The index holds the French term "cheval"; analysed as English, "chevaux" stays "chevaux".
+    assert search(SearchRequest("chevaux", ["kb-fr"], mode="keyword")).hits == []
+    both = search(SearchRequest("chevaux installs", ["kb-a", "kb-fr"], mode="keyword", languages=french))
+    assert sorted(documents(both)) == [1, 30]
 
 
 def test_collapse_keeps_one_hit_per_document():
@@ -132,6 +152,11 @@ def test_snippet_highlights_matches_and_escapes_html():
 def test_semantic_hits_are_highlighted_with_the_query_words():
     result = search(SearchRequest("password", ["kb-a"], mode="semantic"), vector(0, 0, 1))
     assert "<mark>Password</mark>" in result.hits[0].snippet
+
+
+def test_snippet_marks_the_forms_of_a_word_that_matched():
+    snippet = search(SearchRequest("install", ["kb-a"], mode="keyword", size=1)).hits[0].snippet
+    assert "<mark>Installing</mark>" in snippet and "<mark>installer</mark>" in snippet
 
 
 def test_without_highlight_the_snippet_is_truncated_content():

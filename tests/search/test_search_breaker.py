@@ -1,7 +1,9 @@
 """The search circuit breaker against a real search server that the tests stop and restart.
 
-Each test runs its own noida-db (Elasticsearch API) process on a free port, so stopping it never
-disturbs anyone else's server.
+The tests share one Elasticsearch node of their own, reached through a TCP proxy: "stopping the
+server" closes the proxy (connections refused, as from a stopped node) and starting it opens the
+proxy again at once, where a real restart takes 11-30 s (tests/ops/test_faults.py restarts a real
+node). "Freezing" stops the node's process itself, so calls hang. Each test has its own alias.
 """
 
 import threading
@@ -18,7 +20,7 @@ from search.index import ensure_index
 from search.indexer import forget_ensured
 from search.services import search_breaker
 from tests.search.search_kbs import SEARCH_URL, bearer, ingest, make_kb
-from tests.support import SearchServer
+from tests.support import ElasticsearchNode, TcpProxy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,21 +28,56 @@ OPEN_SECONDS = 4
 DOCS = {"Lighthouse keeping": "The keeper trims the lamp wick and winds the clockwork every night."}
 
 
+@pytest.fixture(scope="module")
+def es_node():
+    node = ElasticsearchNode()
+    try:
+        node.start()
+        yield node
+    finally:
+        node.destroy()
+
+
+class ProxiedNode:
+    """The module's node as a test sees it: stop/start close and open the proxy, freeze/thaw the node."""
+
+    def __init__(self, node: ElasticsearchNode):
+        self.node = node
+        self.proxy = TcpProxy(node.port)
+        self.url = f"http://127.0.0.1:{self.proxy.port}"
+
+    def start(self) -> None:
+        self.proxy.start()
+
+    def stop(self) -> None:
+        self.proxy.stop()
+
+    def freeze(self) -> None:
+        self.node.freeze()
+
+    def thaw(self) -> None:
+        self.node.thaw()
+
+
 @pytest.fixture
-def server(tmp_path, settings):
-    server = SearchServer(tmp_path / "es")
+def server(es_node, settings):
+    """The module's node behind a proxy of this test's own, with an index alias of its own."""
+    server = ProxiedNode(es_node)
     server.start()
     settings.KB_ES_URL = server.url
+    settings.KB_ES_INDEX = f"test_breaker_{uuid.uuid4().hex[:12]}"
     settings.KB_ES_TIMEOUT = 1.0
+    reset_client()
+    forget_ensured()
+    ensure_index(dims=384)
     settings.KB_BREAKER_MIN_CALLS = 4
     settings.KB_BREAKER_FAILURE_RATIO = 0.5
     settings.KB_BREAKER_OPEN_SECONDS = OPEN_SECONDS
     reset_client()
-    forget_ensured()
-    ensure_index(dims=384)
     try:
         yield server
     finally:
+        server.thaw()
         server.stop()
         reset_client()
         forget_ensured()

@@ -2,6 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from ingestion.services import kb_create
+from knowledge.models import Language
 
 
 class Command(BaseCommand):
@@ -12,6 +13,8 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="")
         parser.add_argument("--description", default="")
         parser.add_argument("--embedder", default=None, help="minilm (default setting), hashing or http")
+        parser.add_argument("--language", default=Language.ENGLISH, choices=Language.values,
+                            help="how keyword search splits and stems the text (default english)")
 
     def handle(self, *args, **options):
         try:
@@ -20,9 +23,12 @@ class Command(BaseCommand):
                 name=options["name"] or options["slug"],
                 description=options["description"],
                 embedder=options["embedder"],
+                language=options["language"],
             )
         except ValidationError as exc:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()))
         self.stdout.write(
-            self.style.SUCCESS(f"created knowledge base {kb.slug} (embedder {kb.embedder}, {kb.dimensions} dims)")
+            self.style.SUCCESS(
+                f"created knowledge base {kb.slug} (embedder {kb.embedder}, {kb.dimensions} dims, {kb.language})"
+            )
         )
