@@ -1,4 +1,4 @@
-.PHONY: up down test lint bench loadtest soak
+.PHONY: up down test lint loadtest soak
 
 up:
 	@bash scripts/up.sh

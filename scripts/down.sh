@@ -21,4 +21,3 @@ wait
 # The search server last: workers finishing their batch still write to it. Elasticsearch flushes
 # and closes its shards on SIGTERM (a second or two).
 stop elasticsearch 60
-stop noida 10  # left by a `make up` from before Elasticsearch

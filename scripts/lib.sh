@@ -203,7 +203,11 @@ ensure_elasticsearch() {  # url datadir pidfile
   [[ "$port" =~ ^[0-9]+$ ]] || port=9200
   case "$host" in
     127.0.0.1|localhost) ;;
-    *) die "no Elasticsearch answers at $url (only a loopback one is started here)" ;;
+    *)
+      # A cluster of the user's: any HTTP answer (401 without KB_ES_API_KEY, say) means it is there;
+      # the application authenticates with KB_ES_API_KEY and /health/ready says whether it can.
+      [ "$(curl -ks -o /dev/null -w '%{http_code}' --max-time 5 "$url/_cluster/health")" != 000 ] && return 0
+      die "no Elasticsearch answers at $url (only a loopback one is started here)" ;;
   esac
   local log="$VAR/log/elasticsearch-$port.log"
   if ! running "$pidfile"; then

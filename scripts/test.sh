@@ -20,9 +20,8 @@ unset KB_S3_ENDPOINT
 mkdir -p "$KB_VAR_DIR"
 
 ES_PIDFILE="$VAR/run/test-elasticsearch.pid"
-stop_pidfile "$VAR/run/test-noida.pid"  # left by a `make test` from before Elasticsearch
 stop_pidfile "$ES_PIDFILE" TERM 30
-rm -rf "$VAR/test/noida" "$VAR/test/elasticsearch"
+rm -rf "$VAR/test/elasticsearch"
 trap 'stop_pidfile "$ES_PIDFILE" TERM 30' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
