@@ -208,6 +208,8 @@ KB_ES_SHARDS = envint("KB_ES_SHARDS", 1)
 KB_ES_REPLICAS = envstr("KB_ES_REPLICAS", "0-1")
 # kNN candidates per shard, as a multiple of k (recall against latency: manage.py bench_scale).
 KB_KNN_CANDIDATES_FACTOR = envfloat("KB_KNN_CANDIDATES_FACTOR", 2.0)
+# kNN re-ranks oversample * k int8 candidates by their float vectors (Elasticsearch 8.18+; 0: off).
+KB_KNN_RESCORE_OVERSAMPLE = envfloat("KB_KNN_RESCORE_OVERSAMPLE", 3.0)
 
 # Object storage: MinIO/S3 when an endpoint is set, else files under var/objects.
 KB_S3_ENDPOINT = envstr("KB_S3_ENDPOINT", "")

@@ -14,7 +14,6 @@ as Elasticsearch's `english` analyzer does.
 """
 
 import re
-from collections.abc import Iterator
 from functools import cache
 
 import Stemmer
@@ -43,7 +42,9 @@ ENGLISH_STOP_WORDS = frozenset({
 STOP_WORDS = {"english": ENGLISH_STOP_WORDS}
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
-TOKEN = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])[^\W_])+")
+WORD = re.compile(r"[^\W_]+")
+HAS_CJK = re.compile(f"[{_CJK}]")
+CJK_SPLIT = re.compile(f"[{_CJK}]|[^{_CJK}]+")
 POSSESSIVE = re.compile("['\u2019][sS]\\b")
 
 
@@ -53,20 +54,30 @@ def _stemmer(language: str) -> Stemmer.Stemmer | None:
     return Stemmer.Stemmer(algorithm) if algorithm else None
 
 
-def tokens(text: str, *, language: str) -> Iterator[tuple[re.Match, str | None]]:
-    """Each word of `text` with its term, or None for a stop word."""
-    if language == "english":
-        text = POSSESSIVE.sub("  ", text)  # same length: match offsets stay valid
-    stop_words = STOP_WORDS.get(language, frozenset())
-    stemmer = _stemmer(language)
-    for match in TOKEN.finditer(text):
-        word = match.group().lower()
-        if word in stop_words:
-            yield match, None
+def _spans(text: str) -> list[tuple[int, int]]:
+    spans = []
+    for match in WORD.finditer(text):
+        if HAS_CJK.search(match.group()):
+            offset = match.start()
+            spans.extend((offset + part.start(), offset + part.end()) for part in CJK_SPLIT.finditer(match.group()))
         else:
-            yield match, stemmer.stemWord(word) if stemmer else word
+            spans.append(match.span())
+    return spans
+
+
+def tokens(text: str, *, language: str) -> list[tuple[int, int, str | None]]:
+    """Each word of `text` as (start, end, term), the term None for a stop word."""
+    if language == "english":
+        text = POSSESSIVE.sub("  ", text)  # same length: offsets stay valid
+    stop_words = STOP_WORDS.get(language, frozenset())
+    spans = _spans(text)
+    words = [text[start:end].lower() for start, end in spans]
+    stemmer = _stemmer(language)
+    terms = stemmer.stemWords(words) if stemmer else words  # one call into C for the whole text
+    return [(start, end, None if word in stop_words else term)
+            for (start, end), word, term in zip(spans, words, terms, strict=True)]
 
 
 def analyze(text: str, *, language: str) -> str:
     """The terms of `text`, space-separated: what a `*_terms` field holds and a query matches."""
-    return " ".join(term for _, term in tokens(text, language=language) if term)
+    return " ".join(term for _, _, term in tokens(text, language=language) if term)

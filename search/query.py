@@ -14,8 +14,10 @@ How deep each side looks: a page needs `page * size` results; one document has s
 collapsing keeps one per document, so each side fetches `window = min(max(3 * page * size, 20), 1000)`
 chunks. kNN uses `k = window` and `num_candidates = min(max(2 * k, 100), 10000)` (more candidates
 per shard buy recall at a linear cost; 10,000 is Elasticsearch's limit; the factor 2 is
-`KB_KNN_CANDIDATES_FACTOR`, measured against exact search by `manage.py bench_scale`). `page * size` is capped at
-`MAX_DEPTH`; deeper pages are refused rather than silently short.
+`KB_KNN_CANDIDATES_FACTOR`). The int8 candidates are re-ranked by their float vectors
+(`KB_KNN_RESCORE_OVERSAMPLE`, default 3); both measured against exact search by
+`manage.py bench_scale`. `page * size` is capped at `MAX_DEPTH`; deeper pages are refused rather
+than silently short.
 
 Scoring parameters, tuned with `manage.py evaluate` on CISI with all-MiniLM-L6-v2 (76 judged
 queries):
@@ -190,13 +192,28 @@ def knn_candidates(k: int) -> int:
     return min(max(math.ceil(settings.KB_KNN_CANDIDATES_FACTOR * k), MIN_CANDIDATES, k), MAX_CANDIDATES)
 
 
+def knn_clause(*, k: int, query_vector: list[float], filters: list[Query]) -> dict:
+    """The `knn` section. Vectors are indexed as int8 (`int8_hnsw`): `rescore_vector` re-ranks
+    `oversample * k` candidates by their float vectors, which the quantised graph alone ranks
+    less exactly (`manage.py bench_scale` measures both). Written as a dict because the DSL's
+    `Search.knn()` has no word for `rescore_vector` (Elasticsearch 8.18+)."""
+    clause = {
+        "field": "embedding",
+        "query_vector": query_vector,
+        "k": k,
+        "num_candidates": knn_candidates(k),
+        "filter": Q("bool", filter=filters).to_dict(),
+    }
+    if settings.KB_KNN_RESCORE_OVERSAMPLE:
+        clause["rescore_vector"] = {"oversample": settings.KB_KNN_RESCORE_OVERSAMPLE}
+    return clause
+
+
 def semantic_search(request: SearchRequest, filters: list[Query], query_vector: list[float]) -> Search:
     k = request.window
     return (
         Search()
-        .knn(field="embedding", k=k, num_candidates=knn_candidates(k), query_vector=query_vector,
-             filter=Q("bool", filter=filters))
-        .extra(size=k, track_total_hits=False)
+        .extra(knn=knn_clause(k=k, query_vector=query_vector, filters=filters), size=k, track_total_hits=False)
         .source(excludes=SOURCE_EXCLUDES)
     )
 

@@ -38,7 +38,7 @@ def snippet(content: str, *, query_terms: set[str], language: str, chars: int = 
     """About `chars` characters of `content` around its densest run of matched words, marked."""
     if not query_terms:
         return _truncated(content, chars)
-    spans = [match.span() for match, term in tokens(content, language=language) if term in query_terms]
+    spans = [(start, end) for start, end, term in tokens(content, language=language) if term in query_terms]
     if not spans:
         return _truncated(content, chars)
     start = _densest_window(spans, chars)

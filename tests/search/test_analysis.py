@@ -28,7 +28,7 @@ def test_without_stemming_words_stay_as_written_in_lower_case():
 
 def test_tokens_keep_their_offsets_in_the_original_text():
     text = "Keeper's lamp"
-    assert [(text[m.start():m.end()], term) for m, term in tokens(text, language="english")] == [
+    assert [(text[start:end], term) for start, end, term in tokens(text, language="english")] == [
         ("Keeper", "keeper"), ("lamp", "lamp"),
     ]
 

@@ -6,7 +6,7 @@ from django.test import override_settings
 
 from search.client import SearchUnavailable, reset_client
 from search.indexer import bulk_upsert
-from search.query import DEFAULT_WEIGHTS, SearchRequest, search
+from search.query import DEFAULT_WEIGHTS, SearchRequest, search, search_bodies
 from tests.search.chunk_index import chunk, temporary_alias, vector
 
 LONG = "Widget installation troubleshooting when the installer fails. " + "More details follow here. " * 30
@@ -201,3 +201,18 @@ def test_unreachable_server_raises_search_unavailable_fast():
             assert time.monotonic() - started < 1
     finally:
         reset_client()
+
+
+def test_knn_re_ranks_oversampled_int8_candidates_by_their_float_vectors(settings):
+    request = SearchRequest("widget", ["kb-a"], mode="semantic")
+    knn = search_bodies(request, vector(1, 0))["semantic"].to_dict()["knn"]
+    assert knn["rescore_vector"] == {"oversample": settings.KB_KNN_RESCORE_OVERSAMPLE}
+    assert knn["num_candidates"] == 100 and knn["k"] == 30
+    settings.KB_KNN_RESCORE_OVERSAMPLE = 0
+    assert "rescore_vector" not in search_bodies(request, vector(1, 0))["semantic"].to_dict()["knn"]
+
+
+def test_rescored_semantic_search_still_orders_by_similarity(settings):
+    settings.KB_KNN_RESCORE_OVERSAMPLE = 3
+    result = search(SearchRequest("x", ["kb-fusion"], mode="semantic"), vector(1, 0))
+    assert documents(result)[:2] == [23, 22]
