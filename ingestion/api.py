@@ -5,10 +5,9 @@ ingestion work, and dependencies point ingestion → search → knowledge.
 Staff sessions may do everything; API keys need the `ingest` scope and the knowledge base.
 """
 
-from django.conf import settings
 from django.db.models import Count
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.pagination import PageNumberPagination
@@ -17,24 +16,28 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from ingestion.extraction import is_supported
-from ingestion.models import IngestionJob
+from ingestion.models import IngestionJob, JobKind
+from ingestion.selectors import job_list
 from ingestion.services import (
     documents_delete,
     job_cancel,
     job_retry,
     job_state,
     kb_create,
+    knowledge_base_delete,
     source_add,
     source_delete,
     source_sync,
     store_upload,
     upload_add,
 )
+from ingestion.uploads import UploadRefused, check_uploads
+from kbportal.claiming import JobStatus
 from kbportal.errors import PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from knowledge.models import Document, KnowledgeBase, Language, Source, SourceKind
 from knowledge.permissions import HasScope, is_staff, may_use_kb, readable_kbs
 from knowledge.selectors import document_list, source_list
+from knowledge.services import KB_SLUG_HELP
 from knowledge.storage import StorageError
 
 
@@ -51,6 +54,15 @@ class IngestAPIView(APIView):
         if not may_use_kb(self.request, kb):
             raise PermissionDenied("This API key may not use this knowledge base.")
         return kb
+
+    def get_source(self, slug, pk) -> Source:
+        return get_object_or_404(Source, kb=self.get_kb(slug), pk=pk)
+
+    def get_job(self, pk) -> IngestionJob:
+        job = get_object_or_404(IngestionJob.objects.select_related("kb"), pk=pk)
+        if not may_use_kb(self.request, job.kb):
+            raise NotFound("No such job.")
+        return job
 
     def paginate(self, queryset, serializer_class):
         paginator = self.pagination_class()
@@ -72,7 +84,7 @@ class KnowledgeBaseOutput(serializers.ModelSerializer):
 
 class KnowledgeBaseListApi(IngestAPIView):
     class KnowledgeBaseListInput(serializers.Serializer):
-        slug = serializers.SlugField(max_length=64)
+        slug = serializers.CharField(max_length=64, help_text=KB_SLUG_HELP)  # checked by the service
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True, default="")
         embedder = serializers.CharField(required=False, default=None, allow_null=True)
@@ -96,6 +108,14 @@ class KnowledgeBaseDetailApi(IngestAPIView):
     @extend_schema(responses=KnowledgeBaseOutput)
     def get(self, request, slug):
         return Response(KnowledgeBaseOutput(self.get_kb(slug)).data)
+
+    @extend_schema(responses={202: None})
+    def delete(self, request, slug):
+        """Staff only, like creating one: gone at once, its chunks and files removed by the job returned."""
+        kb = self.get_kb(slug)
+        if not is_staff(request):
+            raise PermissionDenied("Only staff may delete a knowledge base.")
+        return accepted(knowledge_base_delete(kb=kb), request)
 
 
 class SourceOutput(serializers.ModelSerializer):
@@ -137,9 +157,6 @@ class SourceListApi(IngestAPIView):
 
 
 class SourceDetailApi(IngestAPIView):
-    def get_source(self, slug, pk) -> Source:
-        return get_object_or_404(Source, kb=self.get_kb(slug), pk=pk)
-
     @extend_schema(responses=SourceOutput)
     def get(self, request, slug, pk):
         return Response(SourceOutput(self.get_source(slug, pk)).data)
@@ -149,14 +166,18 @@ class SourceDetailApi(IngestAPIView):
         return accepted(source_delete(source=self.get_source(slug, pk)), request)
 
 
-class SourceSyncApi(SourceDetailApi):
+class SourceSyncApi(IngestAPIView):
     @extend_schema(request=None, responses={202: None})
     def post(self, request, slug, pk):
         return accepted(source_sync(source=self.get_source(slug, pk)), request)
 
 
 class UploadApi(IngestAPIView):
-    """Multipart upload of one or more files (field `file`); answers 202 with the job."""
+    """Multipart upload of one or more files (field `file`); answers 202 with the job.
+
+    All or nothing: when a file is refused (413 too large, else 415 a kind we cannot read), nothing
+    is stored and `fields.file` lists each refused file with its reason.
+    """
 
     parser_classes = [MultiPartParser, FormParser]
 
@@ -170,13 +191,11 @@ class UploadApi(IngestAPIView):
         data = self.UploadInput(data={"file": request.FILES.getlist("file"), "name": request.data.get("name", "")})
         data.is_valid(raise_exception=True)
         uploads = data.validated_data["file"]
-        for upload in uploads:
-            if upload.size > settings.KB_MAX_UPLOAD_BYTES:
-                raise PayloadTooLarge(
-                    f"{upload.name} is {upload.size} bytes; the limit is {settings.KB_MAX_UPLOAD_BYTES}."
-                )
-            if not is_supported(upload.content_type or "", upload.name):
-                raise UnsupportedMediaType(f"{upload.name}: {upload.content_type} cannot be extracted.")
+        try:
+            check_uploads(uploads)
+        except UploadRefused as refused:
+            error = PayloadTooLarge if refused.too_large else UnsupportedMediaType
+            raise error(refused.summary, fields={"file": refused.reasons}) from refused
         try:
             files = [
                 store_upload(data=upload, filename=safe_filename(upload.name), content_type=upload.content_type or "")
@@ -235,37 +254,35 @@ class DocumentDetailApi(IngestAPIView):
 
 
 class JobListApi(IngestAPIView):
-    @extend_schema(responses=JobOutput(many=True))
+    @extend_schema(
+        responses=JobOutput(many=True),
+        parameters=[
+            OpenApiParameter("kb", str, description="A knowledge base slug."),
+            OpenApiParameter("status", str, enum=JobStatus.values),
+            OpenApiParameter("kind", str, enum=JobKind.values),
+        ],
+    )
     def get(self, request):
-        jobs = IngestionJob.objects.select_related("kb").filter(kb__in=readable_kbs(request))
-        if request.query_params.get("kb"):
-            jobs = jobs.filter(kb__slug=request.query_params["kb"])
-        if request.query_params.get("status"):
-            jobs = jobs.filter(status=request.query_params["status"])
+        filters = {name: request.query_params.get(name) for name in ("kb", "status", "kind")}
+        jobs = job_list(kbs=None if is_staff(request) else readable_kbs(request), filters=filters)
         paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(jobs.order_by("-created_at"), request, view=self)
+        page = paginator.paginate_queryset(jobs, request, view=self)
         return paginator.get_paginated_response(JobOutput(page, many=True, context={"request": request}).data)
 
 
 class JobDetailApi(IngestAPIView):
-    def get_job(self, pk) -> IngestionJob:
-        job = get_object_or_404(IngestionJob.objects.select_related("kb"), pk=pk)
-        if not may_use_kb(self.request, job.kb):
-            raise NotFound("No such job.")
-        return job
-
     @extend_schema(responses=JobOutput)
     def get(self, request, pk):
         return Response(JobOutput(self.get_job(pk), context={"request": request}).data)
 
 
-class JobCancelApi(JobDetailApi):
+class JobCancelApi(IngestAPIView):
     @extend_schema(request=None, responses=JobOutput)
     def post(self, request, pk):
         return Response(JobOutput(job_cancel(job=self.get_job(pk)), context={"request": request}).data)
 
 
-class JobRetryApi(JobDetailApi):
+class JobRetryApi(IngestAPIView):
     @extend_schema(request=None, responses={202: None})
     def post(self, request, pk):
         return accepted(job_retry(job=self.get_job(pk)), request)

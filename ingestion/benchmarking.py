@@ -156,6 +156,6 @@ def bench_upload_accept(kb: KnowledgeBase, uploads: int, concurrency: int = 4) -
 
 def drop_bench_kbs() -> None:
     for kb in KnowledgeBase.objects.filter(slug__startswith="bench-"):
-        delete_kb_chunks(kb.slug)
+        delete_kb_chunks(kb.pk)
         kb.delete()
 

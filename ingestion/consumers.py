@@ -66,7 +66,7 @@ def job_snapshot(job_id: int) -> dict | None:
     job = IngestionJob.objects.select_related("kb").filter(pk=job_id).first()
     if job is None:
         return None
-    return {"type": "state", "scope": "job", "kb": job.kb.slug, "jobs": [job_state(job)]}
+    return {"type": "state", "scope": "job", "kb": job.kb_slug, "jobs": [job_state(job)]}
 
 
 @database_sync_to_async

@@ -205,5 +205,5 @@ def bench_resync(source: Source) -> tuple[CrawlMeasurement, IngestionJob]:
 
 def drop_bench_kbs() -> None:
     for kb in KnowledgeBase.objects.filter(slug__startswith=KB_PREFIX):
-        delete_kb_chunks(kb.slug)
+        delete_kb_chunks(kb.pk)
         kb.delete()

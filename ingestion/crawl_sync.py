@@ -380,15 +380,16 @@ class UrlSourceSync:
         self.retire([doc for key, doc in self.runner.known.items() if key not in self.reported])
 
     def retire(self, documents: list[Document]) -> None:
-        """Chunks out of the index first (search never returns them), then bytes, then rows."""
+        """Chunks out of the index first (search never returns them), then rows, then the bytes
+        no other document references."""
         documents = [doc for doc in documents if doc.pk is not None]
         for start in range(0, len(documents), RETIRE_BATCH):
             batch = documents[start : start + RETIRE_BATCH]
             ids = [doc.pk for doc in batch]
             delete_document_chunks(ids)
             self.changed_index = True
-            remove_unreferenced_objects({doc.object_key for doc in batch}, exclude_documents=ids)
             Document.objects.filter(pk__in=ids).delete()
+            remove_unreferenced_objects({doc.object_key for doc in batch})
             for doc in batch:
                 self.runner.known.pop(doc.key, None)
             self.counters["retired"] += len(batch)

@@ -5,13 +5,15 @@ extension, then by sniffing the bytes (``%PDF-``, ``<html``). Text keeps paragra
 blank lines, which is what `ingestion.chunking` splits on first.
 
 Bad input raises `ExtractionError` with a reason meant for an operator (the pipeline stores it on
-the document). `UnsupportedType` is the subclass for kinds we never extract, so the upload API
-can answer 415 before storing anything (see `is_supported`).
+the document). `UnsupportedType` is the subclass for kinds we never extract, so an upload can be
+refused before anything is stored (see `unsupported_reason`); its reason names the file's kind in
+words ("Word document (.docx)") and the kinds that are supported.
 """
 
 import codecs
 import io
 import logging
+import mimetypes
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -58,6 +60,58 @@ _BINARY_MAGIC = {
     b"PK\x03\x04": "a ZIP archive (or an Office document)",
     b"\x1f\x8b": "a gzip archive",
 }
+#: What can be extracted, in words, for the messages of refused files.
+SUPPORTED_KINDS = "plain text (.txt), Markdown (.md), HTML (.html) and PDF (.pdf)"
+#: Kinds people upload that we do not extract, by file name extension, in words.
+_KIND_NAMES = {
+    ".doc": "Word document (.doc)",
+    ".docx": "Word document (.docx)",
+    ".odt": "OpenDocument text (.odt)",
+    ".rtf": "RTF document (.rtf)",
+    ".xls": "Excel workbook (.xls)",
+    ".xlsx": "Excel workbook (.xlsx)",
+    ".ods": "OpenDocument spreadsheet (.ods)",
+    ".ppt": "PowerPoint presentation (.ppt)",
+    ".pptx": "PowerPoint presentation (.pptx)",
+    ".odp": "OpenDocument presentation (.odp)",
+    ".epub": "EPUB e-book (.epub)",
+    ".png": "PNG image",
+    ".jpg": "JPEG image",
+    ".jpeg": "JPEG image",
+    ".gif": "GIF image",
+    ".webp": "WebP image",
+    ".svg": "SVG image",
+    ".bmp": "BMP image",
+    ".tif": "TIFF image",
+    ".tiff": "TIFF image",
+    ".heic": "HEIC image",
+    ".zip": "ZIP archive",
+    ".gz": "gzip archive",
+    ".tgz": "gzip archive",
+    ".tar": "tar archive",
+    ".7z": "7-Zip archive",
+    ".rar": "RAR archive",
+    ".json": "JSON file (.json)",
+    ".xml": "XML file (.xml)",
+    ".mp3": "MP3 audio file",
+    ".wav": "WAV audio file",
+    ".mp4": "MP4 video",
+    ".mov": "QuickTime video",
+    ".exe": "Windows program (.exe)",
+}
+#: The same kinds by their MIME types (without a telling file name), where the system's table may lack them.
+_KIND_SUFFIXES = {
+    "application/msword": ".doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+    "application/vnd.oasis.opendocument.text": ".odt",
+    "application/vnd.ms-excel": ".xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+    "application/vnd.ms-powerpoint": ".ppt",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": ".pptx",
+    "image/jpeg": ".jpg",
+    "application/x-msdownload": ".exe",
+    "application/x-msdos-program": ".exe",
+}
 # Share of control characters above which decoded "text" is treated as binary junk.
 _MAX_CONTROL_RATIO = 0.05
 _TITLE_MAX = 200
@@ -82,17 +136,42 @@ class Extracted:
     content_type: str  # the kind actually extracted: text/plain, text/markdown, text/html, application/pdf
 
 
-def is_supported(content_type: str, filename: str = "") -> bool:
-    """Whether an upload declared like this can be extracted.
+def unsupported_reason(content_type: str, filename: str = "") -> str:
+    """Why an upload declared like this cannot be extracted, in words; "" when it can.
 
     Undeclared uploads (octet-stream without a telling extension) are accepted: sniffing decides
     at extraction time, which fails the document with a reason if the bytes are not text.
     """
     try:
         _declared_kind(content_type, filename)
-    except UnsupportedType:
-        return False
-    return True
+    except UnsupportedType as exc:
+        return exc.reason
+    return ""
+
+
+def kind_in_words(content_type: str, filename: str = "") -> str:
+    """What a file is, as a person would say it: "Word document (.docx)", "PNG image"."""
+    mime = _mime(content_type)
+    suffix = PurePosixPath(filename or "").suffix.lower()
+    if mime not in _GENERIC_TYPES and mimetypes.guess_type(f"file{suffix}")[0] != mime:
+        # The declared type decides (as in extraction); the name's extension may say something else.
+        suffix = _KIND_SUFFIXES.get(mime) or mimetypes.guess_extension(mime) or ""
+    if suffix in _KIND_NAMES:
+        return _KIND_NAMES[suffix]
+    family = mime.split("/", 1)[0]
+    if family in ("image", "audio", "video"):
+        return f"{family.capitalize()} file ({suffix or mime})"
+    if suffix:
+        return f"File ending in {suffix}"
+    return f"File of type {mime}"
+
+
+def _unsupported(kind: str) -> UnsupportedType:
+    return UnsupportedType(f"{kind} cannot be read; the supported kinds are {SUPPORTED_KINDS}.")
+
+
+def _mime(content_type: str) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 def extract(data: bytes, content_type: str, filename: str = "") -> Extracted:
@@ -116,18 +195,18 @@ def extract(data: bytes, content_type: str, filename: str = "") -> Extracted:
 
 def _declared_kind(content_type: str, filename: str) -> str:
     """The kind the caller declared, "" when undeclared (sniff), or UnsupportedType."""
-    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    mime = _mime(content_type)
     if mime in _CONTENT_TYPES:
         return _CONTENT_TYPES[mime]
     if mime.startswith("text/"):
         return PLAIN  # text/csv, text/x-log, ...: still text
     if mime not in _GENERIC_TYPES:
-        raise UnsupportedType(f"Content type {mime!r} is not supported (plain text, Markdown, HTML and PDF are).")
+        raise _unsupported(kind_in_words(mime, filename))
     suffix = PurePosixPath(filename or "").suffix.lower()
     if suffix in _EXTENSIONS:
         return _EXTENSIONS[suffix]
     if suffix:
-        raise UnsupportedType(f"Files ending in {suffix!r} are not supported (plain text, Markdown, HTML and PDF are).")
+        raise _unsupported(kind_in_words(mime, filename))
     return ""
 
 
@@ -137,7 +216,8 @@ def _sniff_kind(data: bytes) -> str:
         return PDF
     for magic, what in _BINARY_MAGIC.items():
         if data.startswith(magic):
-            raise UnsupportedType(f"The file looks like {what}, which is not supported.")
+            raise UnsupportedType(f"The file looks like {what}, which cannot be read; the supported kinds are "
+                                  f"{SUPPORTED_KINDS}.")
     lowered = head.lower()
     if b"<!doctype html" in lowered or b"<html" in lowered:
         return HTML

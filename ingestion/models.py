@@ -10,6 +10,7 @@ class JobKind(models.TextChoices):
     SYNC = "sync", "Sync a source"
     DELETE_DOCUMENTS = "delete_documents", "Delete documents"
     DELETE_SOURCE = "delete_source", "Delete a source"
+    DELETE_KNOWLEDGE_BASE = "delete_knowledge_base", "Delete a knowledge base"
 
 
 class Stage(models.TextChoices):
@@ -24,8 +25,14 @@ class Stage(models.TextChoices):
 
 
 class IngestionJob(ClaimableJob):
+    """A sync or delete of a knowledge base's content, with its progress counters.
+
+    `kb` is empty once the knowledge base is deleted (its jobs stay as history); `payload` then
+    still names it (`kb_slug`), as it names a deleted source (`source_name`).
+    """
+
     kind = models.CharField(max_length=32, choices=JobKind.choices, default=JobKind.SYNC)
-    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="jobs")
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs")
     source = models.ForeignKey(Source, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs")
     payload = models.JSONField(default=dict, blank=True)
     stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.WAITING)
@@ -43,3 +50,8 @@ class IngestionJob(ClaimableJob):
 
     def __str__(self) -> str:
         return f"job {self.pk} ({self.kind} {self.status})"
+
+    @property
+    def kb_slug(self) -> str:
+        """The knowledge base's slug, also once it is deleted."""
+        return self.kb.slug if self.kb_id else (self.payload or {}).get("kb_slug", "")

@@ -17,21 +17,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from ingestion.chunking import chunk_text
 from ingestion.extraction import ExtractionError, extract
 from ingestion.models import IngestionJob, JobKind, Stage
-from ingestion.services import job_state
-from kbportal.claiming import JobRunner, JobStatus, TransientError
+from ingestion.services import job_groups, job_state
+from kbportal.claiming import JobCanceled, JobRunner, JobStatus, TransientError
 from kbportal.metrics import embedding_timer, stage_timer
 from kbportal.progress import ProgressThrottle
 from knowledge.models import Document, DocumentStatus, Source, SourceKind
 from knowledge.storage import ObjectNotFound, StorageError, get_object_store, sha256_hex
 from search.client import SearchUnavailable
 from search.embedders import EmbeddingUnavailable, chunk_embedding_text, get_embedder
-from search.indexer import bulk_upsert, delete_document_chunks, delete_source_chunks, delete_stale_chunks
+from search.indexer import (
+    bulk_upsert,
+    delete_document_chunks,
+    delete_kb_chunks,
+    delete_source_chunks,
+    delete_stale_chunks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +52,10 @@ INDEXED_COLUMNS = {
     "content_type": "text",
     "metadata": "jsonb",
 }
+
+
+class SourceDeleted(JobCanceled):
+    """The source (or its knowledge base) was deleted while its sync ran: the sync stops."""
 
 
 @dataclass
@@ -94,7 +104,7 @@ class IngestionRunner(JobRunner):
 
     def __init__(self, job, keeper):
         super().__init__(job, keeper)
-        self.progress = ProgressThrottle([f"job-{job.pk}", f"kb-{job.kb.slug}"])
+        self.progress = ProgressThrottle(job_groups(job))
         self.pending: list[PreparedDocument] = []
         self.pending_chunks = 0
         self.batch_size = settings.KB_EMBED_BATCH
@@ -113,11 +123,21 @@ class IngestionRunner(JobRunner):
             self.run_delete_documents(job.payload.get("document_ids", []))
         elif job.kind == JobKind.DELETE_SOURCE:
             self.run_delete_source(job.payload["source_id"])
+        elif job.kind == JobKind.DELETE_KNOWLEDGE_BASE:
+            self.run_delete_knowledge_base(job.payload["kb_id"])
+
+    def check(self) -> None:
+        """At each batch boundary: a sync also stops when its source was deleted meanwhile."""
+        if self.job.kind == JobKind.SYNC and not Source.objects.filter(pk=self.job.source_id).exists():
+            raise SourceDeleted("the source was deleted during the sync")
+        super().check()
 
     def outcome(self) -> tuple[str, str]:
         job = self.job
         if job.kind == JobKind.SYNC and job.failed and not job.done and not job.skipped:
-            return JobStatus.FAILED, f"all {job.failed} document(s) failed; first: {job.recent_errors[:1]}"
+            first = job.recent_errors[0] if job.recent_errors else {"document": "?", "error": "no reason recorded"}
+            which = "the only document failed:" if job.failed == 1 else f"all {job.failed} documents failed; first:"
+            return JobStatus.FAILED, f"{which} {first['document']}: {first['error']}"
         return JobStatus.SUCCEEDED, ""
 
     def final_fields(self) -> dict:
@@ -179,7 +199,9 @@ class IngestionRunner(JobRunner):
 
     # -- sync ----------------------------------------------------------------------------
     def run_sync(self) -> None:
-        source = Source.objects.select_related("kb").get(pk=self.job.source_id)
+        source = Source.objects.select_related("kb").filter(pk=self.job.source_id).first()
+        if source is None:
+            raise SourceDeleted("the source was deleted before the sync started")
         if not source.enabled:
             self.job.error = "source is disabled"
             return
@@ -203,6 +225,12 @@ class IngestionRunner(JobRunner):
             self.settle_indexing()
             self.save_progress()
             raise TransientError(f"{type(exc).__name__}: {exc}")
+        except IntegrityError as exc:
+            # A document row written for a source deleted a moment ago.
+            self.settle_indexing()
+            if not Source.objects.filter(pk=source.pk).exists():
+                raise SourceDeleted("the source was deleted during the sync") from exc
+            raise
         except BaseException:
             self.settle_indexing()
             raise
@@ -260,7 +288,7 @@ class IngestionRunner(JobRunner):
         now = timezone.now().isoformat()
         bodies = [
             {
-                "kb": source.kb.slug,
+                "kb": str(source.kb_id),
                 "source": str(source.pk),
                 "tags": item.metadata.get("tags", []),
                 "title": title,
@@ -304,9 +332,19 @@ class IngestionRunner(JobRunner):
         self.check()
 
     def index_batch(self, batch: list[PreparedDocument], bodies: list[dict]) -> int:
-        """Indexing thread: write chunks, drop stale ones, mark the documents indexed."""
+        """Indexing thread: write chunks, drop stale ones, mark the documents indexed.
+
+        The source and documents stay locked until the chunks are written, so a delete either
+        waits for this batch (and its chunk delete then sees them) or happened before it (and
+        nothing of the deleted rows is written).
+        """
         try:
-            with stage_timer("ingestion", Stage.INDEX):
+            with stage_timer("ingestion", Stage.INDEX), transaction.atomic():
+                live = lock_for_indexing(
+                    source_id=self.job.source_id, document_ids=[prepared.document.pk for prepared in batch]
+                )
+                batch = [prepared for prepared in batch if prepared.document.pk in live]
+                bodies = [body for body in bodies if int(body["document"]) in live]
                 # wait_for: the batch is searchable before the generation bump invalidates caches.
                 bulk_upsert(bodies, language=self.job.kb.language, refresh="wait_for")
                 for prepared in batch:
@@ -318,7 +356,7 @@ class IngestionRunner(JobRunner):
                     document.status, document.error = DocumentStatus.INDEXED, ""
                     document.chunk_count, document.indexed_at, document.updated_at = len(prepared.chunks), now, now
                 mark_indexed([prepared.document for prepared in batch], now)
-                self.job.kb.bump_generation()
+            self.job.kb.bump_generation()
             return len(batch)
         finally:
             connection.close()  # this thread's own connection
@@ -338,36 +376,34 @@ class IngestionRunner(JobRunner):
         except Exception:
             logger.warning("job %s: the last batch failed to index", self.job.pk, exc_info=True)
 
-    # -- deletes -------------------------------------------------------------------------
+    # -- deletes: the rows are gone already (`ingestion.services`); chunks and bytes follow ----
+    def run_delete(self, delete_chunks) -> None:
+        """Delete the chunks (`delete_chunks()` returns how many), then the unshared bytes."""
+        keys = self.job.payload.get("object_keys", [])
+        self.set_stage(Stage.CLEANUP)
+        try:
+            chunks = delete_chunks()
+            if self.job.kb_id:
+                self.job.kb.bump_generation()
+            self.job.payload["chunks_deleted"] = chunks
+            self.job.payload["objects_deleted"] = remove_unreferenced_objects(set(keys))
+        except TRANSIENT as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}")
+
     def run_delete_documents(self, document_ids: list[int]) -> None:
         self.job.total = len(document_ids)
-        self.set_stage(Stage.CLEANUP)
-        documents = list(Document.objects.filter(pk__in=document_ids))
-        try:
-            delete_document_chunks([doc.pk for doc in documents])
-            self.job.kb.bump_generation()
-            remove_unreferenced_objects({doc.object_key for doc in documents}, exclude_documents=document_ids)
-        except TRANSIENT as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}")
-        Document.objects.filter(pk__in=document_ids).delete()
-        self.job.done = len(documents)
+        self.run_delete(lambda: delete_document_chunks(document_ids, refresh=True))
+        self.job.done = len(document_ids)
 
     def run_delete_source(self, source_id: int) -> None:
-        source = Source.objects.filter(pk=source_id).first()
-        self.set_stage(Stage.CLEANUP)
-        if source is None:
-            return
-        documents = list(source.documents.all())
-        self.job.total = len(documents)
-        keys = {doc.object_key for doc in documents} | {entry["object_key"] for entry in source.config.get("files", [])}
-        try:
-            delete_source_chunks(source.pk)
-            self.job.kb.bump_generation()
-            remove_unreferenced_objects(keys, exclude_documents=[doc.pk for doc in documents], exclude_source=source.pk)
-        except TRANSIENT as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}")
-        self.job.done = len(documents)
-        source.delete()
+        self.job.total = 1
+        self.run_delete(lambda: delete_source_chunks(source_id, refresh=True))
+        self.job.done = 1
+
+    def run_delete_knowledge_base(self, kb_id: int) -> None:
+        self.job.total = 1
+        self.run_delete(lambda: delete_kb_chunks(kb_id, refresh=True))
+        self.job.done = 1
 
 
 def mark_indexed(documents: list[Document], now: datetime) -> None:
@@ -394,19 +430,27 @@ def mark_indexed(documents: list[Document], now: datetime) -> None:
         cursor.execute(sql, [DocumentStatus.INDEXED.value, now, now, *values])
 
 
-def remove_unreferenced_objects(
-    keys: set[str], *, exclude_documents: list[int], exclude_source: int | None = None
-) -> int:
-    """Delete stored bytes that no other document or file source still references."""
+def lock_for_indexing(*, source_id: int, document_ids: list[int]) -> set[int]:
+    """Lock a source and the documents about to be indexed until the transaction ends; return the
+    ids of those documents still there. SourceDeleted when the source is gone.
+
+    FOR NO KEY UPDATE: deletes wait for it, while the sync's own inserts of new documents (which
+    only need the source's key) do not.
+    """
+    if not Source.objects.select_for_update(no_key=True).filter(pk=source_id).exists():
+        raise SourceDeleted("the source was deleted during the sync")
+    return set(
+        Document.objects.select_for_update(no_key=True).filter(pk__in=document_ids).values_list("pk", flat=True)
+    )
+
+
+def remove_unreferenced_objects(keys: set[str]) -> int:
+    """Delete stored bytes that no document or file source references (any more)."""
     store = get_object_store()
     removed = 0
     for key in filter(None, keys):
-        in_documents = Document.objects.filter(object_key=key).exclude(pk__in=exclude_documents).exists()
-        in_sources = (
-            Source.objects.filter(kind=SourceKind.FILE, config__files__contains=[{"object_key": key}])
-            .exclude(pk=exclude_source)
-            .exists()
-        )
+        in_documents = Document.objects.filter(object_key=key).exists()
+        in_sources = Source.objects.filter(kind=SourceKind.FILE, config__files__contains=[{"object_key": key}]).exists()
         if not in_documents and not in_sources:
             try:
                 store.delete(key)

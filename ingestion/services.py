@@ -41,7 +41,7 @@ def kb_create(
 
 def job_create(
     *,
-    kb: KnowledgeBase,
+    kb: KnowledgeBase | None,
     kind: str = JobKind.SYNC,
     source: Source | None = None,
     priority: str = Priority.HIGH,
@@ -102,7 +102,7 @@ def upload_add(
 def job_cancel(*, job: IngestionJob) -> IngestionJob:
     job = request_cancel(IngestionJob, job.pk)
     if job.status == JobStatus.CANCELED:
-        send_to_groups([f"job-{job.pk}", f"kb-{job.kb.slug}"], job_state(job))
+        send_to_groups(job_groups(job), job_state(job))
     return job
 
 
@@ -111,20 +111,75 @@ def job_retry(*, job: IngestionJob) -> IngestionJob:
     return job_create(kb=job.kb, kind=job.kind, source=job.source, priority=Priority.HIGH, payload=job.payload)
 
 
+# Deleting: the rows go at once, in the caller's transaction; a job then removes the chunks from the
+# index and the stored bytes nothing references any more. The rows are locked first (FOR UPDATE):
+# a sync indexing a batch holds its source and documents locked until its chunks are written
+# (`ingestion.pipeline.lock_for_indexing`), so the delete waits for that batch, and every later
+# batch finds its rows gone and writes nothing. The job's chunk delete thus sees every chunk.
+
+
+def _object_keys(documents, sources) -> list[str]:
+    keys = {document.object_key for document in documents}
+    keys |= {entry["object_key"] for source in sources for entry in (source.config or {}).get("files", [])}
+    return sorted(filter(None, keys))
+
+
+def _cancel_active_jobs(jobs) -> None:
+    for job in jobs.filter(status__in=ACTIVE_STATUSES).exclude(kind__startswith="delete"):
+        request_cancel(IngestionJob, job.pk)
+
+
 def documents_delete(*, kb: KnowledgeBase, documents: list[Document]) -> IngestionJob:
-    """Hide documents now (status deleted); a job removes their chunks, bytes and rows."""
-    ids = [doc.pk for doc in documents]
+    """Delete documents (rows now, their chunks and unshared bytes by a job)."""
     with transaction.atomic():
-        Document.objects.filter(pk__in=ids).update(status=DocumentStatus.DELETED, updated_at=timezone.now())
-        return job_create(kb=kb, kind=JobKind.DELETE_DOCUMENTS, payload={"document_ids": ids})
+        locked = list(Document.objects.select_for_update().filter(pk__in=[doc.pk for doc in documents], source__kb=kb))
+        Document.objects.filter(pk__in=[doc.pk for doc in locked]).delete()
+        payload = {"document_ids": [doc.pk for doc in locked], "object_keys": _object_keys(locked, [])}
+        return job_create(kb=kb, kind=JobKind.DELETE_DOCUMENTS, payload=payload)
 
 
 def source_delete(*, source: Source) -> IngestionJob:
-    """Disable the source now; a job removes its chunks, bytes and rows."""
+    """Delete a source with its documents (rows now, chunks and unshared bytes by a job); its
+    running sync stops at its next batch."""
     with transaction.atomic():
-        Source.objects.filter(pk=source.pk).update(enabled=False)
-        IngestionJob.objects.filter(source=source, status=JobStatus.QUEUED).update(cancel_requested=True)
-        return job_create(kb=source.kb, kind=JobKind.DELETE_SOURCE, source=source, payload={"source_id": source.pk})
+        source = Source.objects.select_for_update().select_related("kb").get(pk=source.pk)
+        _cancel_active_jobs(IngestionJob.objects.filter(source=source))
+        payload = {
+            "source_id": source.pk,
+            "source_name": source.name,
+            "object_keys": _object_keys(source.documents.all(), [source]),
+        }
+        source.delete()
+        return job_create(kb=source.kb, kind=JobKind.DELETE_SOURCE, payload=payload)
+
+
+def knowledge_base_delete(*, kb: KnowledgeBase) -> IngestionJob:
+    """Delete a knowledge base with everything in it (rows now, chunks and unshared bytes by a job).
+
+    Its slug is free at once: the index files chunks under the knowledge base's id, which a new
+    knowledge base never gets, so a new one with the same slug cannot see the old one's chunks.
+    Its jobs stay as history (without their knowledge base).
+    """
+    with transaction.atomic():
+        sources = list(Source.objects.select_for_update().filter(kb=kb))
+        kb = KnowledgeBase.objects.select_for_update().get(pk=kb.pk)
+        _cancel_active_jobs(IngestionJob.objects.filter(kb=kb))
+        history = list(IngestionJob.objects.filter(kb=kb).only("pk", "payload"))
+        for job in history:  # they lose their knowledge base: keep its name
+            job.payload = {**(job.payload or {}), "kb_slug": kb.slug}
+        IngestionJob.objects.bulk_update(history, ["payload"], batch_size=500)
+        payload = {
+            "kb_id": kb.pk,
+            "kb_slug": kb.slug,
+            "object_keys": _object_keys(Document.objects.filter(source__kb=kb), sources),
+        }
+        kb.delete()
+        return job_create(kb=None, kind=JobKind.DELETE_KNOWLEDGE_BASE, payload=payload)
+
+
+def job_groups(job: IngestionJob) -> list[str]:
+    """The WebSocket groups that hear about this job: its own and its knowledge base's."""
+    return [f"job-{job.pk}", f"kb-{job.kb_slug}"]
 
 
 def job_state(job: IngestionJob) -> dict:
@@ -140,7 +195,7 @@ def job_state(job: IngestionJob) -> dict:
     return {
         "type": "job",
         "id": job.pk,
-        "kb": job.kb.slug if job.kb_id else None,
+        "kb": job.kb_slug or None,
         "source": job.source_id,
         "kind": job.kind,
         "status": job.status,
@@ -154,6 +209,9 @@ def job_state(job: IngestionJob) -> dict:
         "eta_seconds": round(eta, 1) if eta is not None else None,
         "attempts": job.attempts,
         "error": job.error,
+        # One line each: why it failed or was canceled; the previous attempt's error while retrying.
+        "reason": job.reason,
+        "retry_reason": job.retry_reason,
         "recent_errors": job.recent_errors[-10:],
         # Page counters of a url source's sync (ingestion.crawl_sync), else None.
         "crawl": (job.payload or {}).get("crawl"),

@@ -1,8 +1,10 @@
 from django.urls import path
 
 from ingestion import api
+from kbportal.slashes import with_slash_twins
 
-urlpatterns = [
+# Every route also answers at its twin, with the final slash added or removed (kbportal.slashes).
+urlpatterns = with_slash_twins([
     path("kbs/", api.KnowledgeBaseListApi.as_view(), name="kb-list"),
     path("kbs/<slug:slug>/", api.KnowledgeBaseDetailApi.as_view(), name="kb-detail"),
     path("kbs/<slug:slug>/sources/", api.SourceListApi.as_view(), name="source-list"),
@@ -15,4 +17,4 @@ urlpatterns = [
     path("jobs/<int:pk>/", api.JobDetailApi.as_view(), name="job-detail"),
     path("jobs/<int:pk>/cancel/", api.JobCancelApi.as_view(), name="job-cancel"),
     path("jobs/<int:pk>/retry/", api.JobRetryApi.as_view(), name="job-retry"),
-]
+])

@@ -127,6 +127,32 @@ class ClaimableJob(models.Model):
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
 
+    @property
+    def finished_or_created_at(self):
+        """When it finished, or when it was created while it is still active."""
+        return self.finished_at or self.created_at
+
+    @property
+    def reason(self) -> str:
+        """Why the job failed or was canceled, on one line; empty while it is active or once it succeeded."""
+        return one_line(self.error) if self.status in (JobStatus.FAILED, JobStatus.CANCELED) else ""
+
+    @property
+    def retry_reason(self) -> str:
+        """The error of the previous attempt, on one line, while the job waits for or runs another one."""
+        return one_line(self.error) if self.status in (JobStatus.QUEUED, JobStatus.RUNNING) else ""
+
+    @property
+    def reason_line(self) -> str:
+        """What a list shows beside the status: the reason, or the previous attempt's error while retrying."""
+        return self.reason or (f"retrying after: {self.retry_reason}" if self.retry_reason else "")
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """`text` with its whitespace (newlines included) collapsed, cut to `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"

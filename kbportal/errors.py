@@ -22,13 +22,21 @@ class ServiceUnavailable(exceptions.APIException):
         self.retry_after = retry_after
 
 
-class UnsupportedMediaType(exceptions.APIException):
+class RefusedWithFields(exceptions.APIException):
+    """A refusal that names the fields (or files) at fault, as `fields` in the error body."""
+
+    def __init__(self, detail: str | None = None, fields: dict[str, list[str]] | None = None):
+        super().__init__(detail)
+        self.fields = fields
+
+
+class UnsupportedMediaType(RefusedWithFields):
     status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
     default_code = "unsupported_media_type"
     default_detail = "This content type cannot be extracted."
 
 
-class PayloadTooLarge(exceptions.APIException):
+class PayloadTooLarge(RefusedWithFields):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "payload_too_large"
     default_detail = "The upload is larger than the configured limit."
@@ -52,6 +60,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             codes = exc.get_codes()
             code = codes if isinstance(codes, str) else code
         body = {"error": code, "detail": str(detail)}
+        if getattr(exc, "fields", None):
+            body["fields"] = exc.fields
     body["request_id"] = current_request_id()
     if isinstance(exc, ServiceUnavailable):
         response["Retry-After"] = str(exc.retry_after)

@@ -1,7 +1,8 @@
 """Liveness and readiness. Apps register their component checks in `AppConfig.ready()`.
 
 Each check runs in its own thread with a deadline, so one hanging component cannot hold the
-answer: /health/ready answers within KB_HEALTH_TIMEOUT (+ a little) whatever happens.
+answer: /health/ready answers within KB_HEALTH_TIMEOUT (+ a little) whatever happens. A check
+that raises `ComponentDown` says why in its own words and adds its details to the answer.
 """
 
 import time
@@ -16,6 +17,14 @@ from django.http import JsonResponse
 #: name -> callable returning a dict of details, raising when the component is down.
 CHECKS: dict[str, Callable[[], dict]] = {}
 _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="health")
+
+
+class ComponentDown(Exception):
+    """A check's verdict "down": the message is the answer's `error`, `details` are added beside it."""
+
+    def __init__(self, message: str, **details):
+        super().__init__(message)
+        self.details = details
 
 
 def register(name: str, check: Callable[[], dict]) -> None:
@@ -60,6 +69,8 @@ def run_checks(timeout: float | None = None) -> dict[str, dict]:
     for name, future in futures.items():
         if not future.done():
             results[name] = {"status": "down", "error": f"no answer within {timeout}s"}
+        elif isinstance(future.exception(), ComponentDown):
+            results[name] = {"status": "down", "error": str(future.exception())[:300], **future.exception().details}
         elif future.exception() is not None:
             results[name] = {
                 "status": "down",

@@ -160,15 +160,15 @@ STRICT_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
-#: Third-party pages we serve as shipped (Django admin, django-rq, Swagger UI from its CDN) carry
-#: inline scripts and styles; they get these, and still nothing from other origins but the CDN.
+#: Third-party pages we serve as shipped (Django admin, django-rq, Swagger UI and ReDoc from
+#: drf-spectacular-sidecar's static files) carry inline scripts and styles; they get these, and
+#: still nothing from other origins (ReDoc runs its search in a worker made from a blob: URL).
 THIRD_PARTY_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://cdn.jsdelivr.net; "
-    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
-    "frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self'; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
-THIRD_PARTY_PREFIXES = ("/admin/", "/api/docs/")
+THIRD_PARTY_PREFIXES = ("/admin/", "/api/docs/", "/api/redoc/")
 PERMISSIONS_POLICY = (
     "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), "
     "payment=(), usb=(), browsing-topics=()"

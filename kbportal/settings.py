@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_rq",
     "channels",
     "knowledge",
@@ -171,6 +172,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Knowledge bases, ingestion jobs and hybrid search.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc from drf-spectacular-sidecar's static files, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Each API route also answers at its twin path (the trailing slash toggled); document it once.
+    "PREPROCESSING_HOOKS": ["kbportal.slashes.drop_twins"],
 }
 
 LANGUAGE_CODE = "en-us"
@@ -250,6 +257,9 @@ KB_JOB_RETRY_BASE_SECONDS = envfloat("KB_JOB_RETRY_BASE_SECONDS", 2.0)
 KB_JOB_RETRY_MAX_SECONDS = envfloat("KB_JOB_RETRY_MAX_SECONDS", 300.0)
 KB_PROGRESS_INTERVAL = envfloat("KB_PROGRESS_INTERVAL", 0.25)
 KB_SWEEP_INTERVAL = envint("KB_SWEEP_INTERVAL", 30)
+# The orphan sweep (ingestion.orphans): how often, and how old an unreferenced stored file must be.
+KB_ORPHAN_SWEEP_INTERVAL = envint("KB_ORPHAN_SWEEP_INTERVAL", 3600)
+KB_ORPHAN_GRACE_SECONDS = envint("KB_ORPHAN_GRACE_SECONDS", 3600)
 # Crawler: per-hop connect/read timeout (a whole page gets 3x this), body cap, and CIDRs the SSRF
 # guard lets through although they are private/loopback (e.g. "10.20.0.0/16" for an intranet wiki).
 KB_CRAWLER_TIMEOUT = envfloat("KB_CRAWLER_TIMEOUT", 10.0)
@@ -289,6 +299,10 @@ KB_LLM_MAX_TOKENS = envint("KB_LLM_MAX_TOKENS", 512)
 KB_ANSWER_TTL_HOURS = envfloat("KB_ANSWER_TTL_HOURS", 24)
 KB_ANSWER_CONTEXT_TOKENS = envint("KB_ANSWER_CONTEXT_TOKENS", 2000)
 KB_ANSWER_PASSAGES = envint("KB_ANSWER_PASSAGES", 6)
+# Below both, no retrieved passage counts as relevant and the answer says nothing relevant was found
+# (search.relevance): the share of the question's terms a passage contains, and its cosine similarity.
+KB_ASK_MIN_TERM_SHARE = envfloat("KB_ASK_MIN_TERM_SHARE", 0.5)
+KB_ASK_MIN_SIMILARITY = envfloat("KB_ASK_MIN_SIMILARITY", 0.3)
 # Answer tasks hold a short lease: cancellation is noticed at a renewal (a third of the lease).
 KB_ANSWER_LEASE_SECONDS = envint("KB_ANSWER_LEASE_SECONDS", 6)
 KB_ANSWER_MAX_ATTEMPTS = envint("KB_ANSWER_MAX_ATTEMPTS", 3)

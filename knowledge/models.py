@@ -89,7 +89,6 @@ class DocumentStatus(models.TextChoices):
     PENDING = "pending"
     INDEXED = "indexed"
     FAILED = "failed"
-    DELETED = "deleted"
 
 
 class Document(models.Model):
@@ -97,7 +96,7 @@ class Document(models.Model):
     key = models.CharField(max_length=2000, help_text="Stable identity within the source: URL or file name.")
     title = models.CharField(max_length=500, blank=True, default="")
     sha256 = models.CharField(max_length=64, blank=True, default="", db_index=True)
-    object_key = models.CharField(max_length=200, blank=True, default="")
+    object_key = models.CharField(max_length=200, blank=True, default="", db_index=True)
     size = models.PositiveBigIntegerField(default=0)
     content_type = models.CharField(max_length=200, blank=True, default="")
     status = models.CharField(

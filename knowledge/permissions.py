@@ -29,7 +29,10 @@ def readable_kbs(request):
 
 
 class HasScope(BasePermission):
-    """Staff, or an API key carrying `scope` (set `required_scope` on the view)."""
+    """Staff, or an API key carrying `scope` (set `required_scope` on the view).
+
+    A refusal names the scope: DRF makes one instance per request and reads `message` after a refusal.
+    """
 
     message = "This API key lacks the required scope."
 
@@ -37,4 +40,5 @@ class HasScope(BasePermission):
         if is_staff(request):
             return True
         key = request_api_key(request)
+        self.message = f"This API key lacks the {view.required_scope!r} scope."
         return key is not None and key.has_scope(view.required_scope)

@@ -1,10 +1,25 @@
 """Writes to knowledge bases, sources and API keys. Keyword-only, validated, one transaction each."""
 
+import re
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from knowledge.models import ApiKey, KnowledgeBase, Language, Source, hash_secret
+
+#: A knowledge base's slug, as the forms, the API and `createkb` document it.
+KB_SLUG = re.compile(r"[a-z0-9-]+")
+KB_SLUG_HELP = "Lowercase letters, digits and hyphens; used in URLs and the API."
+
+
+def kb_slug_error(slug: str) -> str:
+    """What is wrong with a knowledge-base slug, in words; "" when nothing is."""
+    if KB_SLUG.fullmatch(slug or ""):
+        return ""
+    if KB_SLUG.fullmatch((slug or "").lower()):
+        return f"Use lowercase letters: “{slug.lower()}”, not “{slug}”."
+    return "Use only lowercase letters, digits and hyphens (such as “team-docs”)."
 
 
 @transaction.atomic
@@ -22,6 +37,9 @@ def knowledge_base_create(
     `dimensions` is the vector size of `embedder`; the caller looks it up in `search.embedders`
     because `knowledge` must not import `search` (dependencies point ingestion -> search -> knowledge).
     """
+    slug_error = kb_slug_error(slug)
+    if slug_error:
+        raise ValidationError({"slug": slug_error})
     kb = KnowledgeBase(
         slug=slug,
         name=name,

@@ -17,6 +17,7 @@ import re
 import tempfile
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 
@@ -75,6 +76,10 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def ping(self) -> dict:
         """Details for the health check; raises StorageError when the store is unusable."""
+
+    @abc.abstractmethod
+    def stored(self) -> Iterator[tuple[str, datetime]]:
+        """Every stored object's key with the time it was last written."""
 
 
 class FilesystemStore(ObjectStore):
@@ -138,6 +143,15 @@ class FilesystemStore(ObjectStore):
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"Storage directory not writable: {self.root}")
         return {"backend": "filesystem"}
+
+    def stored(self) -> Iterator[tuple[str, datetime]]:
+        try:
+            for path in (self.root / "sha256").glob("*/*/*"):
+                key = path.relative_to(self.root).as_posix()
+                if KEY_RE.match(key):
+                    yield key, datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        except OSError as exc:
+            raise StorageError(f"Cannot list {self.root}: {exc}") from exc
 
 
 @contextlib.contextmanager
@@ -259,6 +273,13 @@ class MinioStore(ObjectStore):
             self._bucket_ready = False
             self._ensure_bucket()
         return {"backend": "minio", "bucket": self.bucket}
+
+    def stored(self) -> Iterator[tuple[str, datetime]]:
+        self._ensure_bucket()
+        with _translated():
+            for item in self.client.list_objects(self.bucket, prefix="sha256/", recursive=True):
+                if KEY_RE.match(item.object_name):
+                    yield item.object_name, item.last_modified
 
 
 @functools.cache

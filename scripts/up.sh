@@ -30,6 +30,7 @@ ensure_database "$db_name"
 say "migrating database $db_name"
 "$PY" manage.py migrate --noinput -v 0
 "$PY" manage.py search_index --create
+"$PY" manage.py sweep_orphans
 "$PY" manage.py ensure_admin --password-file "$VAR/admin-password"
 
 start() {  # name command...

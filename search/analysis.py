@@ -55,6 +55,8 @@ def _stemmer(language: str) -> Stemmer.Stemmer | None:
 
 
 def _spans(text: str) -> list[tuple[int, int]]:
+    if not HAS_CJK.search(text):
+        return [match.span() for match in WORD.finditer(text)]
     spans = []
     for match in WORD.finditer(text):
         if HAS_CJK.search(match.group()):

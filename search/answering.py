@@ -34,6 +34,7 @@ from search.client import SearchUnavailable, get_client, unavailable_on_failure
 from search.generators import Generation, Passage, estimate_tokens, get_generator
 from search.index import alias_name
 from search.models import AnswerTask
+from search.relevance import any_relevant, nothing_relevant
 from search.services import search_breaker, search_knowledge
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ def answer_state(task: AnswerTask) -> dict[str, Any]:
         "prompt_tokens": task.prompt_tokens,
         "completion_tokens": task.completion_tokens,
         "error": task.error,
+        # One line each: why it failed or was canceled; the previous attempt's error while retrying.
+        "reason": task.reason,
+        "retry_reason": task.retry_reason,
         "attempts": task.attempts,
         "cancel_requested": task.cancel_requested,
         "reused": task.reused_from_id is not None,
@@ -97,21 +101,22 @@ def publish_final(task: AnswerTask) -> None:
 # --- retrieval -----------------------------------------------------------------------------------
 
 
-def chunk_contents(chunk_ids: list[str]) -> dict[str, str]:
-    """Full text of chunks by id (search hits carry only snippets), in one round trip."""
+def chunk_sources(chunk_ids: list[str]) -> dict[str, dict]:
+    """Full text and embedding of chunks by id (search hits carry only snippets), in one round trip."""
     if not chunk_ids:
         return {}
 
     def fetch() -> dict:
         with unavailable_on_failure("mget"):
-            return get_client().mget(index=alias_name(), ids=chunk_ids, source_includes=["content"])
+            return get_client().mget(index=alias_name(), ids=chunk_ids, source_includes=["content", "embedding"])
 
     response = search_breaker().call(fetch)
-    return {doc["_id"]: doc["_source"].get("content", "") for doc in response["docs"] if doc.get("found")}
+    return {doc["_id"]: doc["_source"] for doc in response["docs"] if doc.get("found")}
 
 
-def retrieve(*, kb_slug: str, question: str, mode: str, passages: int) -> list[Passage]:
-    """The best chunks for the question (not collapsed per document), numbered from 1 by rank."""
+def retrieve(*, kb_slug: str, question: str, mode: str, passages: int) -> tuple[list[Passage], dict[str, list]]:
+    """The best chunks for the question (not collapsed per document), numbered from 1 by rank,
+    and their stored embeddings by chunk id (for `search.relevance`)."""
     result = search_knowledge(
         kb_slugs=[kb_slug], query=question, mode=mode, size=passages, highlight=False, collapse=False
     )
@@ -119,20 +124,20 @@ def retrieve(*, kb_slug: str, question: str, mode: str, passages: int) -> list[P
         # A cached result is fine for a search page, but an answer is stored and reused: retry instead.
         raise TransientError("search server unavailable (served a degraded result)")
     hits = result["hits"]
-    contents = chunk_contents([hit["chunk_id"] for hit in hits])
+    sources = chunk_sources([hit["chunk_id"] for hit in hits])
     found = []
     for hit in hits:
-        content = contents.get(hit["chunk_id"])
-        if content is None:
+        source = sources.get(hit["chunk_id"])
+        if source is None:
             continue  # deleted since the search: never cite what is gone
         found.append(
             Passage(
                 number=len(found) + 1, chunk_id=hit["chunk_id"], document_id=hit["document_id"],
                 source_id=hit["source_id"], kb=hit["kb"], title=hit["title"], url=hit["url"],
-                position=hit["position"], content=content,
+                position=hit["position"], content=source.get("content", ""),
             )
         )
-    return found
+    return found, {chunk_id: source.get("embedding") for chunk_id, source in sources.items()}
 
 
 def build_context(passages: list[Passage], budget_tokens: int) -> list[Passage]:
@@ -248,18 +253,23 @@ class AnswerRunner(JobRunner):
         send_to_groups([answer_group(task.pk)], {"type": "state", **answer_state(task), "answer": ""})
         started = time.perf_counter()
         try:
-            found = retrieve(kb_slug=kb.slug, question=task.question, mode=task.mode, passages=task.passages)
+            found, vectors = retrieve(kb_slug=kb.slug, question=task.question, mode=task.mode, passages=task.passages)
         except (SearchUnavailable, ServiceUnavailable) as exc:
             raise TransientError(f"retrieval failed: {exc}")
         self.retrieval_ms = round((time.perf_counter() - started) * 1000, 1)
         self.check()
-        self.context = build_context(found, settings.KB_ANSWER_CONTEXT_TOKENS)
-        generator = get_generator(task.generator, embedder=kb.embedder, request_id=f"answer-{task.pk}")
-        started = time.perf_counter()
-        try:
-            self.generation = generator.generate(task.question, self.context, self.stream.write)
-        finally:
-            self.generation_ms = round((time.perf_counter() - started) * 1000, 1)
+        if not any_relevant(task.question, found, vectors, embedder=kb.embedder, language=kb.language):
+            # Nothing to answer from: say so plainly, cite nothing, and spend no model call on it.
+            self.generation = nothing_relevant(kb)
+            self.stream.write(self.generation.text)
+        else:
+            self.context = build_context(found, settings.KB_ANSWER_CONTEXT_TOKENS)
+            generator = get_generator(task.generator, embedder=kb.embedder, request_id=f"answer-{task.pk}")
+            started = time.perf_counter()
+            try:
+                self.generation = generator.generate(task.question, self.context, self.stream.write)
+            finally:
+                self.generation_ms = round((time.perf_counter() - started) * 1000, 1)
         self.stream.flush()
 
     def final_fields(self) -> dict[str, Any]:

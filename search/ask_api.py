@@ -67,6 +67,8 @@ class AnswerOutput(serializers.Serializer):
     extractive = serializers.BooleanField(help_text="True when the answer quotes the sources verbatim.")
     model = serializers.CharField()
     error = serializers.CharField()
+    reason = serializers.CharField(help_text="Why it failed or was canceled, on one line; empty otherwise.")
+    retry_reason = serializers.CharField(help_text="The previous attempt's error while it is being retried.")
     reused = serializers.BooleanField(help_text="Answered from a stored identical question.")
     status_url = serializers.CharField(required=False)
     websocket_url = serializers.CharField(required=False)

@@ -179,6 +179,19 @@ def answer_cancel(task: AnswerTask) -> AnswerTask:
     return task
 
 
+def answer_retry(*, task: AnswerTask, user=None, api_key: ApiKey | None = None) -> tuple[AnswerTask, bool]:
+    """Ask a failed or canceled task's question again, as a new task (see `answer_submit`).
+
+    Raises ValidationError for a task that is still active or succeeded: there is nothing to retry.
+    """
+    if task.status not in (JobStatus.FAILED, JobStatus.CANCELED):
+        raise ValidationError(f"Only a failed or canceled answer can be asked again; this one is {task.status}.")
+    return answer_submit(
+        kb_slug=task.kb.slug, question=task.question, mode=task.mode, passages=task.passages,
+        api_key=api_key, user=user,
+    )
+
+
 def purge_expired_answers() -> int:
     """Delete finished answers past their expiry (run by the scheduler); returns how many."""
     deleted, _ = AnswerTask.objects.filter(expires_at__lt=timezone.now(), status__in=FINISHED_STATUSES).delete()

@@ -117,7 +117,7 @@ def direct_searches(kb: KnowledgeBase, queries: list[str], mode: str) -> list[li
             collapse=True,
             weights=None,
         )
-        request.languages = {kb.slug: kb.language}
+        request.kbs, request.languages = [str(kb.pk)], {str(kb.pk): kb.language}
         vector = query_vector(kb.embedder, request.query) if mode != "keyword" else None
         searches.append(msearch_body(search_bodies(request, vector)))
     return searches

@@ -11,11 +11,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
-from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch import ApiError, ConnectionTimeout, Elasticsearch, TransportError
+from elasticsearch import ConnectionError as TransportConnectionError
 
 
 class SearchUnavailable(Exception):
-    """Elasticsearch cannot answer now (unreachable, timed out, overloaded or failing): retry later."""
+    """Elasticsearch cannot answer now (unreachable, timed out, overloaded or failing): retry later.
+
+    `status` is the HTTP status it answered with, when it answered.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class SearchError(Exception):
@@ -56,6 +64,21 @@ def is_unavailable(error: Exception) -> bool:
     if isinstance(error, ApiError):
         return error.meta.status == 429 or error.meta.status >= 500
     return isinstance(error, TransportError)
+
+
+def failure_in_words(error: BaseException, *, timeout: float | None = None) -> str:
+    """Why a call to the search server failed, in words: "timed out after 2 s", "connection refused",
+    "search server answered 503". `timeout` is the call's own (KB_ES_TIMEOUT unless given)."""
+    cause = error.__cause__ or error
+    if isinstance(cause, ConnectionTimeout):
+        return f"timed out after {settings.KB_ES_TIMEOUT if timeout is None else timeout:g} s"
+    if isinstance(cause, ApiError):
+        return f"search server answered {cause.meta.status}"
+    if isinstance(cause, TransportConnectionError):
+        return "connection refused" if "refused" in cause.message.lower() else f"connection failed: {cause.message}"
+    if getattr(error, "status", None):
+        return f"search server answered {error.status}"
+    return str(error)
 
 
 @contextmanager

@@ -169,8 +169,8 @@ def rank_queries(
     for done, (qid, text) in enumerate(queries.items(), start=1):
         rankings[qid] = []  # a judged query without text finds nothing and counts as a miss
         if text.strip():
-            request = SearchRequest(text, [kb.slug], mode=mode, size=size, highlight=False,
-                                    languages={kb.slug: kb.language})
+            request = SearchRequest(text, [str(kb.pk)], mode=mode, size=size, highlight=False,
+                                    languages={str(kb.pk): kb.language})
             result = _search_patiently(request, vectors.get(qid))
             rankings[qid] = [keys.get(str(hit.document_id), str(hit.document_id)) for hit in result.hits]
         if progress:

@@ -39,6 +39,7 @@ class Chunk(Document):
     """One chunk of a document as the index holds it: filter fields, the text shown, the terms
     keyword search matches (made by `search.analysis`) and the embedding kNN search compares."""
 
+    #: The knowledge base's id, never its slug: a deleted knowledge base's slug can be reused.
     kb = Keyword()
     source = Keyword()
     document = Keyword()

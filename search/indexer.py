@@ -9,7 +9,7 @@ Deleting searches the matching ids and bulk-deletes them, rather than `_delete_b
 endpoint belongs to the reindex module, which Elasticsearch's minimal distribution does not have.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -146,11 +146,57 @@ def delete_source_chunks(source_id: int | str, *, refresh: bool = False) -> int:
     return _delete_matching(Q("term", source=str(source_id)), refresh=refresh)
 
 
-def delete_kb_chunks(kb_slug: str, *, refresh: bool = False) -> int:
-    return _delete_matching(Q("term", kb=kb_slug), refresh=refresh)
+def delete_kb_chunks(kb_id: int | str, *, refresh: bool = False) -> int:
+    return _delete_matching(Q("term", kb=str(kb_id)), refresh=refresh)
 
 
 def refresh() -> None:
     """Make recent writes searchable now (tests, the end of an ingestion run)."""
     with unavailable_on_failure("refresh"):
         get_client().indices.refresh(index=alias_name())
+
+
+def chunk_owners(*, page_size: int = 1000) -> Iterator[tuple[str, str]]:
+    """Every (document id, knowledge base id) pair the index holds chunks of, page by page (a
+    composite aggregation: bounded memory whatever the index size)."""
+    client = get_client().options(request_timeout=settings.KB_ES_BULK_TIMEOUT)
+    sources = [{"document": {"terms": {"field": "document"}}}, {"kb": {"terms": {"field": "kb"}}}]
+    after = {}
+    while True:
+        search = Search(using=client, index=alias_name()).extra(size=0)
+        search.aggs.bucket("owners", "composite", size=page_size, sources=sources, **after)
+        try:
+            with unavailable_on_failure("list chunk owners"):
+                owners = search.execute().aggregations.owners
+        except SearchError as error:
+            if isinstance(error.__cause__, NotFoundError):
+                return  # no index yet
+            raise
+        for bucket in owners.buckets:
+            yield bucket.key.document, bucket.key.kb
+        if not owners.buckets or "after_key" not in owners:
+            return
+        after = {"after": owners.after_key.to_dict()}
+
+
+def rekey_document_chunks(kb_of_document: dict[str, str], *, refresh: bool = False) -> int:
+    """File each listed document's chunks under the given knowledge base id; return how many moved."""
+    if not kb_of_document:
+        return 0
+    client = get_client().options(request_timeout=settings.KB_ES_BULK_TIMEOUT)
+    alias = alias_name()
+    with unavailable_on_failure("rekey chunks"):
+        client.indices.refresh(index=alias)
+        matching = Search(using=client, index=alias).query(
+            Q("bool", filter=[Q("terms", document=list(kb_of_document))])
+        ).source(["document", "kb"])
+        actions = (
+            {"_op_type": "update", "_index": hit.meta.index, "_id": hit.meta.id,
+             "doc": {"kb": kb_of_document[hit.document]}}
+            for hit in matching.params(size=1000).scan()
+            if hit.kb != kb_of_document[hit.document]
+        )
+        updated, errors = helpers.bulk(client, actions, chunk_size=1000, raise_on_error=False, refresh=refresh)
+    if errors:
+        raise SearchUnavailable(f"{len(errors)} chunks could not be rekeyed; first: {errors[0]}"[:1000])
+    return updated

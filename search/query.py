@@ -66,6 +66,7 @@ SOURCE_EXCLUDES = ["embedding", "title_terms", "content_terms"]
 @dataclass
 class SearchRequest:
     query: str
+    #: The knowledge bases' ids as the index files their chunks (`search.services` maps slugs to them).
     kbs: list[str]
     mode: str = "hybrid"
     sources: list[int | str] = field(default_factory=list)
@@ -80,7 +81,7 @@ class SearchRequest:
     collapse: bool = True
     #: Weights of the "keyword" and "semantic" rankings in the fusion (defaults: `DEFAULT_WEIGHTS`).
     weights: dict[str, float] | None = None
-    #: Language of each knowledge base's text (`search.analysis`); unnamed ones are English.
+    #: Language of each knowledge base's text by id (`search.analysis`); unnamed ones are English.
     languages: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -247,7 +248,7 @@ def _hits_of(response: dict) -> list[dict]:
         return []
     message = f"search failed ({status}): {error}"[:1000]
     if status == 429 or status >= 500:
-        raise SearchUnavailable(message)
+        raise SearchUnavailable(message, status=status)
     raise SearchError(message)
 
 

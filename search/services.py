@@ -17,7 +17,7 @@
 import math
 import time
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from datetime import time as dtime
 
 from django.conf import settings
@@ -27,11 +27,12 @@ from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 
 from kbportal.breaker import OPEN, CircuitBreaker, CircuitOpen, shared_breaker
 from kbportal.errors import ServiceUnavailable
+from kbportal.health import ComponentDown
 from kbportal.metrics import embedding_timer, observe_search
 from knowledge.models import ApiKey, KnowledgeBase
 from knowledge.selectors import key_grant_table
 from search import cache
-from search.client import SearchError, SearchUnavailable
+from search.client import SearchError, SearchUnavailable, failure_in_words
 from search.embedders import get_embedder
 from search.index import health_check
 from search.query import MAX_DEPTH, MAX_SIZE, MODES, SearchRequest, search
@@ -62,17 +63,48 @@ class KbState:
 
 def search_breaker() -> CircuitBreaker:
     """The process's breaker around search-server calls; its state is shared through Redis."""
-    return shared_breaker("search", failure_exceptions=(SearchUnavailable,), call_seconds=settings.KB_ES_TIMEOUT)
+    return shared_breaker(
+        "search",
+        failure_exceptions=(SearchUnavailable,),
+        call_seconds=settings.KB_ES_TIMEOUT,
+        describe_failure=failure_in_words,
+    )
 
 
 def search_health() -> dict:
-    """Readiness check "search": the server answers, the index exists; with the breaker's state."""
-    breaker = search_breaker().state()
+    """Readiness check "search", with the breaker's state.
+
+    Down while searches fail: the breaker is open, or the latest searches failed (its failing
+    period), with the reason in words and how long it has lasted. The server answering a health
+    check is not enough, since it can answer one while every search times out. Otherwise the server
+    must answer a health check within KB_HEALTH_TIMEOUT and the cluster must not be red.
+    """
+    breaker = search_breaker()
+    state, failure = breaker.state(), breaker.failure()
+    if failure is not None:
+        failing_for = _duration_in_words(failure.seconds)
+        raise ComponentDown(
+            f"failing: {failure.reason}, for {failing_for} (breaker {state['state']})",
+            reason=failure.reason,
+            failing_since=datetime.fromtimestamp(failure.since, UTC).isoformat(timespec="seconds"),
+            failing_seconds=round(failure.seconds, 1),
+            failing_for=failing_for,
+            breaker=state,
+        )
     try:
         details = health_check()
     except SearchUnavailable as exc:
-        raise SearchUnavailable(f"{exc} (breaker {breaker['state']})") from exc
-    return {**details, "breaker": breaker}
+        reason = failure_in_words(exc, timeout=settings.KB_HEALTH_TIMEOUT)
+        raise ComponentDown(f"failing: {reason} (breaker {state['state']})", reason=reason, breaker=state) from exc
+    return {**details, "breaker": state}
+
+
+def _duration_in_words(seconds: float) -> str:
+    if seconds < 60:
+        return f"{round(seconds)} s"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 # --- knowledge bases -----------------------------------------------------------------------------
@@ -197,14 +229,15 @@ def _embedder_of(kbs: list[KbState]) -> str:
     return embedders.pop()
 
 
-def _result_body(result, *, started: float) -> dict:
+def _result_body(result, *, started: float, slugs: dict[str, str]) -> dict:
+    """The API's answer; `slugs` names each hit's knowledge base (the index knows only its id)."""
     return {
         "hits": [
             {
                 "document_id": hit.document_id,
                 "title": hit.title,
                 "source_id": hit.source_id,
-                "kb": hit.kb,
+                "kb": slugs[hit.kb],
                 "score": hit.score,
                 "snippet": hit.snippet,
                 "position": hit.position,
@@ -258,11 +291,14 @@ def search_knowledge(
     weights: dict[str, float] | None = None,
     api_key: ApiKey | None = None,
     use_cache: bool = True,
+    kb_states: list[KbState] | None = None,
 ) -> dict:
     """Search knowledge bases; the answer as the API returns it.
 
     `api_key`: when given, every knowledge base must be granted to it (PermissionDenied otherwise);
-    staff and in-process callers pass None. Raises ValidationError (bad input), NotFound (unknown
+    staff and in-process callers pass None. `kb_states`: the knowledge bases of `kb_slugs` as a
+    staff caller already read them (`knowledge_base_states`), so that a search run in a thread of its
+    own does not touch the database; no key is checked then. Raises ValidationError (bad input), NotFound (unknown
     knowledge base), ServiceUnavailable (search server down and nothing cached), SearchRefused.
     `took_ms` is this call's time; `search_ms` the search itself when it ran (or when cached, ran).
     """
@@ -272,8 +308,11 @@ def search_knowledge(
         date_from=date_from, date_to=date_to, page=page, size=size, highlight=highlight,
         collapse=collapse, weights=weights,
     )
-    kbs = knowledge_base_states(request.kbs, api_key=api_key)
-    request.languages = {kb.slug: kb.language for kb in kbs}
+    kbs = kb_states if kb_states is not None else knowledge_base_states(request.kbs, api_key=api_key)
+    # From here on the request names knowledge bases by id, as the index does: a slug can be
+    # reused after a delete, an id never is (and so neither is a cache key built from ids).
+    request.kbs = [str(kb.id) for kb in kbs]
+    request.languages = {str(kb.id): kb.language for kb in kbs}
     embedder = _embedder_of(kbs) if mode != "keyword" else ""
     # vars(), not asdict(): the fields are plain values and lists, and asdict deep-copies them all.
     request_fingerprint = cache.fingerprint({**vars(request), "embedder": embedder})
@@ -299,7 +338,7 @@ def search_knowledge(
                          reason="search server failing")
     except SearchError as exc:
         raise SearchRefused(str(exc)[:300])
-    body = _result_body(result, started=started)
+    body = _result_body(result, started=started, slugs={str(kb.id): kb.slug for kb in kbs})
     if use_cache:
         cache.store_result(fresh_key, good_key, body)
     return body

@@ -11,8 +11,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from ingestion.api import safe_filename
-from ingestion.extraction import is_supported
+from ingestion.extraction import SUPPORTED_KINDS
+from ingestion.uploads import UploadRefused, check_uploads
 from knowledge.models import DocumentStatus, KnowledgeBase, Language, Scope
+from knowledge.services import KB_SLUG_HELP
 from knowledge.source_config import URL_DEFAULTS
 from search.asking import MAX_PASSAGES
 from search.query import MAX_SIZE, MODES
@@ -43,8 +45,9 @@ def add_service_errors(form: forms.Form, error: ValidationError) -> None:
 
 
 class KnowledgeBaseForm(forms.Form):
-    slug = forms.SlugField(max_length=64, help_text="Letters, digits, hyphens; used in URLs and the API.")
     name = forms.CharField(max_length=200)
+    # Checked by the service (knowledge_base_create); static/js/kb_form.js suggests it from the name.
+    slug = forms.CharField(max_length=64, help_text=KB_SLUG_HELP)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     embedder = forms.ChoiceField(choices=())
     language = forms.ChoiceField(choices=Language.choices, initial=Language.ENGLISH, required=False,
@@ -83,15 +86,14 @@ class MultipleFileField(forms.FileField):
 
 class FileSourceForm(forms.Form):
     name = forms.CharField(max_length=200, required=False, help_text="Defaults to the file name.")
-    files = MultipleFileField(widget=MultipleFileInput(), help_text="One or more files (PDF, HTML, text, Markdown…).")
+    files = MultipleFileField(widget=MultipleFileInput(), help_text=f"One or more files: {SUPPORTED_KINDS}.")
 
     def clean_files(self):
         uploads = self.cleaned_data["files"]
-        for upload in uploads:
-            if upload.size > settings.KB_MAX_UPLOAD_BYTES:
-                raise ValidationError(f"{upload.name} is larger than {settings.KB_MAX_UPLOAD_BYTES} bytes.")
-            if not is_supported(upload.content_type or "", upload.name):
-                raise ValidationError(f"{upload.name}: {upload.content_type} cannot be extracted.")
+        try:
+            check_uploads(uploads)
+        except UploadRefused as refused:
+            raise ValidationError([refused.summary, *refused.reasons]) from refused
         return uploads
 
     def stored_name(self, upload) -> str:
@@ -172,8 +174,13 @@ class PlaygroundForm(forms.Form):
     )
     q = forms.CharField(max_length=500, label="Query")
     size = forms.IntegerField(
-        initial=5, min_value=1, max_value=min(20, MAX_SIZE), label="Results per mode"
+        required=False, initial=5, min_value=1, max_value=min(20, MAX_SIZE), label="Results per mode"
     )
+
+    def clean_size(self) -> int:
+        """A link with only `kb` and `q` searches with the default size."""
+        size = self.cleaned_data["size"]
+        return self.fields["size"].initial if size is None else size
 
 
 class AskForm(forms.Form):

@@ -6,23 +6,22 @@ import logging
 
 import django_rq
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, QuerySet, Sum
 from rq import Worker
 
 from ingestion.models import IngestionJob
 from kbportal.claiming import JobStatus
 from kbportal.health import run_checks
-from knowledge.models import DocumentStatus, KnowledgeBase
+from knowledge.models import KnowledgeBase
 from search.services import search_breaker
 
 logger = logging.getLogger(__name__)
 
 def kb_summaries() -> QuerySet[KnowledgeBase]:
-    """Knowledge bases with `documents` (not deleted) and `chunks` (sum of their chunk counts)."""
-    live = ~Q(sources__documents__status=DocumentStatus.DELETED)
+    """Knowledge bases with `documents` and `chunks` (sum of their chunk counts)."""
     return KnowledgeBase.objects.annotate(
-        documents=Count("sources__documents", filter=live),
-        chunks=Sum("sources__documents__chunk_count", filter=live, default=0),
+        documents=Count("sources__documents"),
+        chunks=Sum("sources__documents__chunk_count", default=0),
     ).order_by("slug")
 
 

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from ingestion.dashboard import forms
 from ingestion.dashboard.answers import answer_parts, citation_links
 from ingestion.dashboard.overview import job_counts, kb_live_jobs, kb_summaries, queue_stats, system_status
+from ingestion.dashboard.pickers import picked_kb, remember_kb
 from ingestion.dashboard.playground import compare_modes
 from ingestion.models import IngestionJob
 from ingestion.services import (
@@ -28,6 +29,7 @@ from ingestion.services import (
     job_retry,
     job_state,
     kb_create,
+    knowledge_base_delete,
     source_add,
     source_delete,
     source_sync,
@@ -35,11 +37,11 @@ from ingestion.services import (
     upload_add,
 )
 from kbportal.claiming import JobStatus
-from knowledge.models import ApiKey, KnowledgeBase, Source, SourceKind
+from knowledge.models import ApiKey, Document, KnowledgeBase, Source, SourceKind
 from knowledge.selectors import document_list, source_list
 from knowledge.services import api_key_create, api_key_revoke
 from search.answering import answer_state
-from search.asking import answer_cancel, answer_get, answer_submit
+from search.asking import answer_cancel, answer_get, answer_retry, answer_submit
 from search.models import AnswerTask
 
 DOCUMENTS_PER_PAGE = 25
@@ -70,6 +72,14 @@ def with_states(jobs) -> list[tuple[IngestionJob, dict]]:
 
 
 # -- overview ----------------------------------------------------------------------------------
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """The site root: staff go to the dashboard, everyone else to the API docs."""
+    if request.user.is_authenticated and request.user.is_staff and request.user.is_active:
+        return redirect("dashboard:overview")
+    return redirect("api-docs")
 
 
 @staff_required
@@ -110,7 +120,9 @@ def kb_new(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_GET
 def kb_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    return render_kb(request, get_object_or_404(KnowledgeBase, slug=slug))
+    kb = get_object_or_404(KnowledgeBase, slug=slug)
+    remember_kb(request, kb)
+    return render_kb(request, kb)
 
 
 def render_kb(
@@ -181,6 +193,19 @@ def source_sync_view(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 
 @staff_required
+def kb_delete_view(request: HttpRequest, slug: str) -> HttpResponse:
+    kb = get_object_or_404(KnowledgeBase, slug=slug)
+    if request.method == "POST":
+        job = knowledge_base_delete(kb=kb)
+        messages.success(request, f"Knowledge base “{kb.name}” is deleted; job {job.pk} removes its search index "
+                                  "entries and files.")
+        return redirect("dashboard:job", pk=job.pk)
+    counts = {"sources": kb.sources.count(), "documents": Document.objects.filter(source__kb=kb).count(),
+              "keys": kb.api_keys.count()}
+    return render(request, "dashboard/kb_confirm_delete.html", {"kb": kb, **counts})
+
+
+@staff_required
 def source_delete_view(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     source = get_object_or_404(Source.objects.select_related("kb"), kb__slug=slug, pk=pk)
     if request.method == "POST":
@@ -206,7 +231,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    live_kbs = sorted({job.kb.slug for job in page} | ({kb} if kb else set()))
+    live_kbs = sorted({job.kb_slug for job in page if job.kb_id} | ({kb} if kb else set()))
     context = {
         "page": page,
         "jobs": with_states(page),
@@ -258,9 +283,13 @@ def job_retry_view(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_required
 @require_GET
 def playground(request: HttpRequest) -> HttpResponse:
-    form = forms.PlaygroundForm(request.GET if "q" in request.GET else None)
+    if "q" in request.GET:
+        form = forms.PlaygroundForm(request.GET)
+    else:
+        form = forms.PlaygroundForm(initial={"kb": picked_kb(request)})
     results = None
     if form.is_bound and form.is_valid():
+        remember_kb(request, form.cleaned_data["kb"])
         results = compare_modes(form.cleaned_data["kb"], form.cleaned_data["q"], form.cleaned_data["size"])
     return render(request, "dashboard/playground.html", {"form": form, "results": results})
 
@@ -276,10 +305,11 @@ def ask(request: HttpRequest) -> HttpResponse:
     """The Ask tab. Without JavaScript the form posts here and lands on the answer page;
     static/js/ask.js posts to /api/v1/ask instead and streams the answer into this page."""
     if request.method == "GET":
-        return render_ask(request, forms.AskForm(initial={"kb": request.GET.get("kb")}))
+        return render_ask(request, forms.AskForm(initial={"kb": picked_kb(request)}))
     form = forms.AskForm(request.POST)
     if form.is_valid():
         data = form.cleaned_data
+        remember_kb(request, data["kb"])
         try:
             task, reused = answer_submit(
                 kb_slug=data["kb"].slug, question=data["question"], mode=data["mode"], passages=data["passages"],
@@ -305,6 +335,7 @@ def answer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     task = answer_get(pk)
     if task is None:
         raise Http404("No such answer (answers expire).")
+    remember_kb(request, task.kb)
     cited = {citation["number"] for citation in task.citations}
     context = {
         "task": task,
@@ -329,6 +360,22 @@ def answer_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.info(request, f"Answer {task.pk} stops at its next flush.")
     return redirect("dashboard:answer", pk=task.pk)
+
+
+@staff_required
+@require_POST
+def answer_retry_view(request: HttpRequest, pk: int) -> HttpResponse:
+    task = answer_get(pk)
+    if task is None:
+        raise Http404("No such answer.")
+    try:
+        new, reused = answer_retry(task=task, user=request.user)
+    except ValidationError as exc:
+        messages.warning(request, " ".join(exc.messages))
+        return redirect("dashboard:answer", pk=task.pk)
+    at_once = " (answered at once from a stored answer)" if reused else ""
+    messages.success(request, f"Answer {task.pk} asked again as answer {new.pk}{at_once}.")
+    return redirect("dashboard:answer", pk=new.pk)
 
 
 # -- API keys ----------------------------------------------------------------------------------
@@ -366,9 +413,12 @@ def api_keys(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def api_key_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET asks for confirmation; the confirmation page's POST revokes."""
     key = get_object_or_404(ApiKey, pk=pk)
-    api_key_revoke(key=key)
-    messages.success(request, f"Key {key.name} ({key.prefix}) revoked.")
-    return redirect("dashboard:api-keys")
+    if request.method == "POST":
+        api_key_revoke(key=key)
+        messages.success(request, f"Key {key.name} ({key.prefix}) revoked.")
+        return redirect("dashboard:api-keys")
+    return render(request, "dashboard/api_key_confirm_revoke.html", {"key": key})

@@ -9,9 +9,11 @@
 // its [n] markers linked to the sources list. A dropped socket reconnects (reconnecting_socket.js)
 // and resyncs from the next state message; close codes 44xx mean "do not retry".
 
+import { reasonText } from "./reason.js";
 import { ReconnectingSocket } from "./reconnecting_socket.js";
 
 const FINAL = new Set(["succeeded", "failed", "canceled"]);
+const RETRYABLE = new Set(["failed", "canceled"]);
 const CITATION = /\[(\d{1,3})\]/g;
 const STATUS_TEXT = {
   queued: "Waiting for a worker.",
@@ -83,9 +85,14 @@ class AnswerView {
     const badge = field(this.panel, "status");
     badge.textContent = status;
     badge.className = `badge badge-${status}`;
+    this.panel.classList.forEach((name) => name.startsWith("status-") && this.panel.classList.remove(name));
+    this.panel.classList.add(`status-${status}`);
     const active = !FINAL.has(status);
     this.panel.querySelectorAll('[data-show-when="active"]').forEach((element) => {
       element.hidden = !active;
+    });
+    this.panel.querySelectorAll('[data-show-when="retryable"]').forEach((element) => {
+      element.hidden = !RETRYABLE.has(status);
     });
     field(this.panel, "answer").setAttribute("aria-busy", active ? "true" : "false");
   }
@@ -133,9 +140,9 @@ class AnswerView {
     const cited = new Set(citations.map((citation) => citation.number));
     field(panel, "answer").replaceChildren(...(final ? answerNodes(this.text, cited, this.id) : [document.createTextNode(this.text)]));
 
-    const error = field(panel, "error");
-    error.textContent = state.error || "";
-    error.hidden = !state.error;
+    const reason = field(panel, "reason");
+    reason.textContent = reasonText(state);
+    reason.hidden = !reason.textContent;
     field(panel, "sources").hidden = citations.length === 0;
     field(panel, "citations").replaceChildren(...citations.map((citation) => this.citationItem(citation)));
     const permalink = field(panel, "permalink");

@@ -5,7 +5,12 @@
 // then one {"type": "job", ...} message per progress event. Dropped connections are retried by
 // ReconnectingSocket (reconnecting_socket.js) and resync from the new state message, so the page
 // is right after a reconnect. Everything on the page is updated in place; focus never moves.
+//
+// When a job reaches a final state, the parts of the page marked data-refresh-on-job-finish (the
+// knowledge base page's Sources and Documents tables) are fetched again from the server and
+// swapped in, with the page's own query (filters, page number) kept.
 
+import { reasonText } from "./reason.js";
 import { ReconnectingSocket } from "./reconnecting_socket.js";
 
 const FINAL = new Set(["succeeded", "failed", "canceled"]);
@@ -25,6 +30,16 @@ function field(root, name) {
 function setText(root, name, text) {
   const element = field(root, name);
   if (element && element.textContent !== String(text)) element.textContent = text;
+}
+
+function errorRow(item) {
+  const row = document.createElement("tr");
+  const documentCell = document.createElement("td");
+  const errorCell = document.createElement("td");
+  documentCell.textContent = item?.document ?? "";
+  errorCell.textContent = item?.error ?? String(item);
+  row.append(documentCell, errorCell);
+  return row;
 }
 
 /** Write one job's state into the element that shows it (a table row or the detail panel). */
@@ -48,31 +63,22 @@ export function renderJob(root, state) {
   setText(root, "processed", state.done + state.skipped + state.failed);
   setText(root, "rate", `${state.rate} docs/s`);
   setText(root, "eta", formatEta(state.eta_seconds));
-  const error = field(root, "error");
-  if (error) {
-    error.textContent = state.error || "";
-    error.hidden = !state.error;
+  const reason = field(root, "reason");
+  if (reason) {
+    const text = reasonText(state);
+    if (reason.textContent.trim() !== text) reason.textContent = text;
+    if (reason.tagName !== "TD") reason.hidden = !text;
   }
   const errors = field(root, "recent_errors");
   if (errors && Array.isArray(state.recent_errors)) {
-    const items = state.recent_errors.map((item) => {
-      const li = document.createElement("li");
-      if (item && typeof item === "object") {
-        const strong = document.createElement("strong");
-        strong.textContent = item.document ?? "";
-        li.append(strong, `: ${item.error ?? ""}`);
-      } else {
-        li.textContent = String(item);
-      }
-      return li;
-    });
-    if (!items.length) {
-      const none = document.createElement("li");
-      none.className = "muted";
-      none.textContent = "None.";
-      items.push(none);
+    const rows = state.recent_errors.map(errorRow);
+    if (!rows.length) {
+      const none = document.createElement("tr");
+      none.className = "empty";
+      none.innerHTML = '<td colspan="2">None.</td>';
+      rows.push(none);
     }
-    errors.replaceChildren(...items);
+    errors.replaceChildren(...rows);
   }
   const finished = FINAL.has(state.status);
   root.querySelectorAll("[data-show-when]").forEach((element) => {
@@ -101,6 +107,49 @@ function newRow(container, list, state) {
   return row;
 }
 
+const FOCUSABLE = "a, button, input, select, textarea";
+let refreshing = null; // the refresh in flight, if any
+let refreshAgain = false; // another job finished while it was in flight
+
+/** Fetch this page again and swap in its parts marked data-refresh-on-job-finish (matched by id).
+ * Focus inside a swapped part goes to the element in the same place of the new part. */
+function refreshFinishedParts() {
+  const parts = [...document.querySelectorAll("[data-refresh-on-job-finish][id]")];
+  if (!parts.length) return;
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
+  refreshing = (async () => {
+    try {
+      const response = await fetch(`${location.pathname}${location.search}`, {
+        credentials: "same-origin",
+        headers: { Accept: "text/html" },
+      });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      for (const part of parts) {
+        const replacement = fresh.getElementById(part.id);
+        if (!replacement || !part.isConnected) continue;
+        const focused = part.contains(document.activeElement)
+          ? [...part.querySelectorAll(FOCUSABLE)].indexOf(document.activeElement)
+          : -1;
+        const adopted = document.importNode(replacement, true);
+        part.replaceWith(adopted);
+        if (focused >= 0) adopted.querySelectorAll(FOCUSABLE)[focused]?.focus();
+      }
+    } catch {
+      // The server is away: the next finished job (or a reload) brings the parts up to date.
+    } finally {
+      refreshing = null;
+      if (refreshAgain) {
+        refreshAgain = false;
+        refreshFinishedParts();
+      }
+    }
+  })();
+}
+
 /** Wire one live region (a job panel or a job list) to its sockets. */
 function attach(container) {
   const statusBox = container.querySelector("[data-live-status]");
@@ -127,8 +176,9 @@ function attach(container) {
     if (fromEvent && FINAL.has(before) && !FINAL.has(state.status)) return;
     renderJob(root, state);
     shown.set(state.id, state.status);
-    if (announce && FINAL.has(state.status) && before !== state.status) {
-      announce.textContent = `Job ${state.id} ${state.status}.`;
+    if (FINAL.has(state.status) && before !== state.status) {
+      if (announce) announce.textContent = `Job ${state.id} ${state.status}.`;
+      refreshFinishedParts();
     }
   };
 

@@ -79,11 +79,11 @@ def test_actions_refuse_get(staff_client, make_job, text_source):
 
 def test_overview_shows_document_and_chunk_counts_per_kb(staff_client, kb, text_source):
     add_documents(text_source, 3, status=DocumentStatus.INDEXED, chunk_count=4)
-    add_documents(Source.objects.create(kb=kb, kind="text", name="gone", config={"text": "x"}), 1,
-                  status=DocumentStatus.DELETED, chunk_count=9)
+    add_documents(Source.objects.create(kb=kb, kind="text", name="failed", config={"text": "x"}), 1,
+                  status=DocumentStatus.FAILED, chunk_count=0)
     response = staff_client.get(reverse("dashboard:overview"))
     row = next(k for k in response.context["kbs"] if k.pk == kb.pk)
-    assert (row.documents, row.chunks) == (3, 12)
+    assert (row.documents, row.chunks) == (4, 12)
     assert kb.name.encode() in response.content
 
 
@@ -206,7 +206,9 @@ def test_file_upload_of_unsupported_type_is_refused(staff_client, kb):
     upload = SimpleUploadedFile("tool.exe", b"MZ\x90\x00", content_type="application/x-msdownload")
     response = staff_client.post(reverse("dashboard:source-new", args=[kb.slug, "file"]), {"file-files": [upload]})
     assert response.status_code == 400
-    assert "cannot be extracted" in response.context["source_forms"]["file"].errors["files"][0]
+    summary, reason = response.context["source_forms"]["file"].errors["files"]
+    assert summary == "Nothing was stored: the file was refused (tool.exe)."
+    assert reason.startswith("tool.exe: Windows program (.exe) cannot be read; the supported kinds are plain text")
     assert not Source.objects.filter(kb=kb, kind="file").exists()
 
 
@@ -221,12 +223,10 @@ def test_delete_asks_for_confirmation_then_deletes(staff_client, kb, text_source
     url = reverse("dashboard:source-delete", args=[kb.slug, text_source.pk])
     page = staff_client.get(url)
     assert page.status_code == 200 and b"Delete source" in page.content
-    text_source.refresh_from_db()
-    assert text_source.enabled
+    assert Source.objects.filter(pk=text_source.pk).exists()
     assert staff_client.post(url).status_code == 302
-    text_source.refresh_from_db()
-    assert not text_source.enabled
-    assert IngestionJob.objects.filter(kind=JobKind.DELETE_SOURCE, source=text_source).exists()
+    assert not Source.objects.filter(pk=text_source.pk).exists()
+    assert IngestionJob.objects.filter(kind=JobKind.DELETE_SOURCE, payload__source_id=text_source.pk).exists()
 
 
 # -- jobs --------------------------------------------------------------------------------------

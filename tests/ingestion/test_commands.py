@@ -1,9 +1,11 @@
 """The ingestion management commands, as an operator runs them."""
 
+from datetime import datetime
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from ingestion.models import IngestionJob
 from kbportal.claiming import JobStatus
@@ -71,6 +73,21 @@ def test_jobs_lists_and_filters(kb):
     output = run("jobs", "--kb", kb.slug, "--status", "queued")
     assert kb.slug in output and "queued" in output
     assert kb.slug not in run("jobs", "--kb", kb.slug, "--status", "failed")
+
+
+def test_jobs_shows_when_each_job_finished_and_why_it_failed_on_one_line(kb):
+    finished = timezone.make_aware(datetime(2026, 3, 4, 5, 6, 7))
+    failed = IngestionJob.objects.create(
+        kb=kb, status=JobStatus.FAILED, finished_at=finished,
+        error="all 2 documents failed; first: red.png:\nPNG image cannot be read",
+    )
+    retrying = IngestionJob.objects.create(kb=kb, status=JobStatus.QUEUED, attempts=1, error="timed out after 2 s")
+    lines = {line.split()[0]: line for line in run("jobs", "--kb", kb.slug).splitlines()}
+    assert lines["id"].split()[-2:] == ["when", "error"]
+    reason = "all 2 documents failed; first: red.png: PNG image cannot be read"
+    assert lines[str(failed.pk)].endswith(f"{timezone.localtime(finished):%Y-%m-%d %H:%M:%S} {reason}")
+    created = timezone.localtime(retrying.created_at)
+    assert lines[str(retrying.pk)].endswith(f"{created:%Y-%m-%d %H:%M:%S} retrying after: timed out after 2 s")
 
 
 def test_cancel_of_a_queued_job_and_of_a_finished_one(kb):

@@ -44,7 +44,7 @@ def run(job) -> IngestionJob:
 def found(kb, words: str) -> set[str]:
     """Paths of the pages a keyword search for `words` finds in the KB."""
     get_client().indices.refresh(index=settings.KB_ES_INDEX)
-    hits = search(SearchRequest(query=words, kbs=[kb.slug], mode="keyword", size=50)).hits
+    hits = search(SearchRequest(query=words, kbs=[str(kb.pk)], mode="keyword", size=50)).hits
     return {hit.url.split(":", 2)[2].split("/", 1)[1] for hit in hits}
 
 

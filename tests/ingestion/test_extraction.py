@@ -6,7 +6,7 @@ import random
 import pypdf
 import pytest
 
-from ingestion.extraction import ExtractionError, UnsupportedType, extract, is_supported
+from ingestion.extraction import ExtractionError, UnsupportedType, extract, kind_in_words, unsupported_reason
 
 
 def text_pdf(lines: list[str], title: str | None = None) -> bytes:
@@ -178,7 +178,7 @@ def test_text_with_nul_bytes_fails_as_binary():
 
 @pytest.mark.parametrize(("content_type", "filename"), [("image/png", "x.png"), ("application/zip", "a.zip")])
 def test_unsupported_content_type_raises_unsupported(content_type, filename):
-    with pytest.raises(UnsupportedType, match="not supported"):
+    with pytest.raises(UnsupportedType, match="cannot be read; the supported kinds are plain text"):
         extract(b"\x89PNG\r\n\x1a\n", content_type, filename)
 
 
@@ -210,5 +210,27 @@ def test_undeclared_image_bytes_are_unsupported():
         ("application/octet-stream", "archive.tar.gz", False),
     ],
 )
-def test_is_supported(content_type, filename, supported):
-    assert is_supported(content_type, filename) is supported
+def test_unsupported_reason_is_empty_only_for_what_can_be_extracted(content_type, filename, supported):
+    assert (unsupported_reason(content_type, filename) == "") is supported
+
+
+@pytest.mark.parametrize(
+    ("content_type", "filename", "words"),
+    [
+        ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "report.docx",
+         "Word document (.docx)"),
+        ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "", "Word document (.docx)"),
+        ("application/octet-stream", "slides.PPTX", "PowerPoint presentation (.pptx)"),
+        ("image/png", "red.png", "PNG image"),
+        ("image/png", "misnamed.txt", "PNG image"),
+        ("image/jpeg", "", "JPEG image"),
+        ("application/octet-stream", "data.xyz", "File ending in .xyz"),
+        ("application/x-unheard-of", "", "File of type application/x-unheard-of"),
+    ],
+)
+def test_refusals_name_the_kind_of_file_in_words(content_type, filename, words):
+    reason = unsupported_reason(content_type, filename)
+    assert kind_in_words(content_type, filename) == words
+    assert reason == f"{words} cannot be read; the supported kinds are plain text (.txt), Markdown (.md), " \
+                     "HTML (.html) and PDF (.pdf)."
+    assert "application/vnd" not in reason

@@ -110,10 +110,11 @@ def test_ingest_key_uploads_and_cancels_its_job(kb):
     assert IngestionJob.objects.get(pk=job_id).status == JobStatus.CANCELED
 
 
-def test_document_delete_answers_202_and_hides_the_document(staff_client, kb):
+def test_document_delete_answers_202_and_the_document_is_gone(staff_client, kb):
     job_id = upload(staff_client, kb).json()["job"]["id"]
     IngestionRunner.execute(job_id)
     (document,) = staff_client.get(f"/api/v1/kbs/{kb.slug}/documents/").json()["results"]
     response = staff_client.delete(f"/api/v1/kbs/{kb.slug}/documents/{document['id']}/")
     assert response.status_code == 202
-    assert staff_client.get(f"/api/v1/kbs/{kb.slug}/documents/{document['id']}/").json()["status"] == "deleted"
+    assert response.json()["job"]["kind"] == "delete_documents"
+    assert staff_client.get(f"/api/v1/kbs/{kb.slug}/documents/{document['id']}/").status_code == 404

@@ -38,8 +38,7 @@ def markers_embedded() -> collections.Counter:
 def chunks_per_document(source) -> collections.Counter:
     client = get_client()
     client.indices.refresh(index=settings.KB_ES_INDEX)
-    # kb slugs are unique per test; ids may repeat across tests whose chunks are still indexed
-    query = {"bool": {"filter": [{"term": {"kb": source.kb.slug}}, {"term": {"source": str(source.pk)}}]}}
+    query = {"bool": {"filter": [{"term": {"kb": str(source.kb_id)}}, {"term": {"source": str(source.pk)}}]}}
     hits = client.search(index=settings.KB_ES_INDEX, query=query, size=100, _source=["document"])["hits"]["hits"]
     return collections.Counter(hit["_source"]["document"] for hit in hits)
 

@@ -351,3 +351,86 @@ def test_held_successes_count_against_a_failure_burst():
         if failure < 30:
             assert breaker.transitions["closed->open"] == 0, failure
     assert breaker.transitions["closed->open"] == 1
+
+
+# -- the failing period: why calls fail and since when ---------------------------------------------
+
+
+def timed_out() -> None:
+    raise TimeoutError("no answer")
+
+
+def test_failure_gives_the_latest_reason_and_when_the_failing_period_began():
+    breaker = make(describe_failure=lambda error: f"described: {error}")
+    assert breaker.failure() is None
+    run(breaker, down)
+    first = breaker.failure()
+    assert first.reason == "described: service down"
+    assert first.since == pytest.approx(time.time(), abs=2)
+    time.sleep(0.2)
+    with pytest.raises(TimeoutError):
+        breaker.call(timed_out)
+    latest = breaker.failure()
+    assert (latest.reason, latest.since) == ("described: no answer", first.since)
+    assert latest.seconds >= 0.2
+
+
+def test_a_success_ends_the_failing_period_at_once_for_every_instance():
+    here, elsewhere, observer = make("search"), make("search"), make("search")
+    run(here, down)
+    assert observer.failure().reason == "ConnectionError: service down"
+    # Its admission learns that a failing period is on, so the success is recorded, not held.
+    assert elsewhere.call(up) == "ok"
+    assert observer.failure() is None
+
+
+def test_failing_period_of_a_closed_breaker_ends_a_window_after_its_last_failure():
+    breaker = make(window_seconds=1)
+    run(breaker, down)
+    assert breaker.failure() is not None
+    time.sleep(1.2)
+    assert breaker.failure() is None
+    assert breaker.state()["state"] == "closed"
+
+
+def test_failing_period_lasts_while_tripped_and_ends_with_the_successful_probe():
+    breaker = make(window_seconds=1)
+    trip(breaker)
+    since = breaker.failure().since
+    time.sleep(1.2)  # past the window: the tripped breaker is still failing
+    assert breaker.state()["state"] == "half_open"
+    assert breaker.failure().since == since
+    with pytest.raises(TimeoutError):
+        breaker.call(timed_out)  # the probe fails: same period, new reason
+    assert (breaker.failure().reason, breaker.failure().since) == ("TimeoutError: no answer", since)
+    time.sleep(OPEN_SECONDS + 0.1)
+    assert breaker.call(up) == "ok"
+    assert breaker.failure() is None
+
+
+def test_record_failure_keeps_the_reason_given():
+    breaker = make()
+    breaker.record_failure("search server answered 503")
+    assert breaker.failure().reason == "search server answered 503"
+
+
+def test_reset_ends_the_failing_period():
+    breaker = make()
+    trip(breaker)
+    breaker.reset()
+    assert breaker.failure() is None
+
+
+def test_memory_fallback_keeps_the_failing_period_too():
+    breaker = make("no-redis-failing", redis_url=f"redis://127.0.0.1:{closed_port()}/0", window_seconds=1)
+    try:
+        run(breaker, down)
+        assert breaker.failure().reason == "ConnectionError: service down"
+        assert breaker.state()["storage"] == "memory"
+        assert breaker.call(up) == "ok"
+        assert breaker.failure() is None
+        trip(breaker)
+        time.sleep(1.2)
+        assert breaker.failure().reason == "ConnectionError: service down"
+    finally:
+        breaker.reset()

@@ -71,7 +71,8 @@ def test_every_api_operation_answers_without_5xx_or_schema_violation(client, kb,
         "task": asked.json()["id"],
     }
     schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # Deletes last: the known source and document are gone once their DELETE succeeded.
+    operations = sorted((result.ok() for result in schema.get_all_operations()), key=lambda op: op.method == "delete")
     assert len(operations) >= 15
     statuses: dict[str, set[int]] = {operation.label: set() for operation in operations}
     failures = [

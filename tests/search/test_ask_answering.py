@@ -4,8 +4,8 @@ import pytest
 
 from kbportal.claiming import JobStatus
 from knowledge.models import Document
-from search.answering import build_context, chunk_contents
-from search.generators import NOT_FOUND, Passage
+from search.answering import build_context, chunk_sources
+from search.generators import Passage
 from tests.search.ask_support import SPACE, answer, space_kb  # noqa: F401
 from tests.search.search_kbs import ingest, make_kb
 
@@ -17,7 +17,8 @@ def test_extractive_answer_quotes_sentences_of_the_documents_it_cites(space_kb):
     assert task.status == JobStatus.SUCCEEDED, task.error
     assert task.generator == "extractive" and task.model == "extractive:hashing"
     assert task.citations, task.answer
-    contents = chunk_contents([citation["chunk_id"] for citation in task.citations])
+    sources = chunk_sources([citation["chunk_id"] for citation in task.citations])
+    contents = {chunk_id: source["content"] for chunk_id, source in sources.items()}
     for citation in task.citations:
         assert f"[{citation['number']}]" in task.answer
         assert citation["quote"] and citation["quote"].split(". ")[0] in contents[citation["chunk_id"]]
@@ -39,10 +40,10 @@ def test_extractive_answer_never_cites_another_knowledge_base(space_kb):  # noqa
     assert "only the other base" not in task.answer
 
 
-def test_question_nothing_answers_says_not_in_the_knowledge_base(space_kb):  # noqa: F811
+def test_question_nothing_answers_says_nothing_relevant_was_found(space_kb):  # noqa: F811
     task = answer(space_kb, "quantum chromodynamics lattice gauge", mode="keyword")
     assert task.status == JobStatus.SUCCEEDED
-    assert (task.answer, task.citations) == (NOT_FOUND, [])
+    assert (task.answer, task.citations) == (f"I found nothing relevant in {space_kb.name} for this question.", [])
 
 
 def test_identical_sentences_are_quoted_once(search_index):

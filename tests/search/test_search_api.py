@@ -156,7 +156,7 @@ def test_sources_filter_keeps_only_that_sources_documents(client, kb):
 
 
 def test_tags_filter_keeps_only_tagged_chunks(client, kb):
-    bulk_upsert([chunk(900001, kb=kb.slug, title="Tagged rocket", content="rocket engines tagged", tags=["guide"],
+    bulk_upsert([chunk(900001, kb=str(kb.pk), title="Tagged rocket", content="rocket engines tagged", tags=["guide"],
                        embedding=vector(1.0, dims=384))], refresh=True)
     response = client.get(SEARCH_URL, {"q": "rocket engines", "kb": kb.slug, "tags": "guide,howto", "mode": "keyword"},
                           **bearer([kb.slug]))

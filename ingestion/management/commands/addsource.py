@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from ingestion.services import source_add, store_upload, upload_add
+from ingestion.uploads import LocalFile, UploadRefused, check_uploads
 from knowledge.models import KnowledgeBase
 
 
@@ -29,7 +30,12 @@ class Command(BaseCommand):
                 if not path.is_file():
                     raise CommandError(f"No such file: {path}")
                 content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-                entry = store_upload(data=path.read_bytes(), filename=path.name, content_type=content_type)
+                data = path.read_bytes()
+                try:
+                    check_uploads([LocalFile(path.name, content_type, len(data))])
+                except UploadRefused as refused:
+                    raise CommandError(str(refused)) from refused
+                entry = store_upload(data=data, filename=path.name, content_type=content_type)
                 source, job = upload_add(kb=kb, files=[entry], name=options["name"])
             elif options["url"] is not None:
                 name = options["name"] or options["url"]

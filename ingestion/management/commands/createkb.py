@@ -3,13 +3,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ingestion.services import kb_create
 from knowledge.models import Language
+from knowledge.services import KB_SLUG_HELP
 
 
 class Command(BaseCommand):
     help = "Create a knowledge base."
 
     def add_arguments(self, parser):
-        parser.add_argument("slug")
+        parser.add_argument("slug", help=KB_SLUG_HELP)
         parser.add_argument("--name", default="")
         parser.add_argument("--description", default="")
         parser.add_argument("--embedder", default=None, help="minilm (default setting), hashing or http")

@@ -54,7 +54,8 @@ class Command(BaseCommand):
         modes = list(MODES) if mode == "all" else [mode]
 
         collection = self.load(LOADERS[fmt], directory, fmt)
-        kb = self.knowledge_base(options["kb"] or f"eval-{slugify(directory.resolve().name)}", options["embedder"])
+        default_slug = "eval-" + slugify(directory.resolve().name).replace("_", "-")
+        kb = self.knowledge_base(options["kb"] or default_slug, options["embedder"])
         # A batch run may wait for a busy search server; API requests must not, hence their short timeout.
         with override_settings(KB_ES_TIMEOUT=options["timeout"]):
             reset_client()
