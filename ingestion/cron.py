@@ -13,5 +13,5 @@ SCHEDULE_INTERVAL = 60
 cron.register(sweep_jobs, queue_name="high", interval=settings.KB_SWEEP_INTERVAL, name="sweep-jobs")
 # On the high queue like the sweeper: it only writes rows; the syncs it queues go to "low".
 cron.register(enqueue_due_syncs, queue_name="high", interval=SCHEDULE_INTERVAL, name="enqueue-due-syncs")
-cron.register(sweep_orphans, queue_name="low", interval=settings.KB_ORPHAN_SWEEP_INTERVAL, name="sweep-orphans")
+cron.register(sweep_orphans, queue_name="low", cron=settings.KB_ORPHAN_SWEEP_CRON, name="sweep-orphans")
 cron.register(purge_answers, queue_name="low", interval=settings.KB_ANSWER_PURGE_INTERVAL, name="purge-answers")

@@ -10,7 +10,7 @@ good, what was deleted outside the application (SQL, a shell) and what an older 
 - stored files that no document and no file source references are deleted once older than
   KB_ORPHAN_GRACE_SECONDS (an upload stores its files a moment before its source row exists).
 
-`manage.py sweep_orphans` runs it now; the scheduler every KB_ORPHAN_SWEEP_INTERVAL seconds.
+`manage.py sweep_orphans` runs it now; the scheduler at KB_ORPHAN_SWEEP_CRON (hourly).
 """
 
 from datetime import timedelta

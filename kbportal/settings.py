@@ -257,8 +257,9 @@ KB_JOB_RETRY_BASE_SECONDS = envfloat("KB_JOB_RETRY_BASE_SECONDS", 2.0)
 KB_JOB_RETRY_MAX_SECONDS = envfloat("KB_JOB_RETRY_MAX_SECONDS", 300.0)
 KB_PROGRESS_INTERVAL = envfloat("KB_PROGRESS_INTERVAL", 0.25)
 KB_SWEEP_INTERVAL = envint("KB_SWEEP_INTERVAL", 30)
-# The orphan sweep (ingestion.orphans): how often, and how old an unreferenced stored file must be.
-KB_ORPHAN_SWEEP_INTERVAL = envint("KB_ORPHAN_SWEEP_INTERVAL", 3600)
+# The orphan sweep (ingestion.orphans): when (a cron expression; not at scheduler start, since it
+# reads the whole index), and how old an unreferenced stored file must be.
+KB_ORPHAN_SWEEP_CRON = envstr("KB_ORPHAN_SWEEP_CRON", "17 * * * *")
 KB_ORPHAN_GRACE_SECONDS = envint("KB_ORPHAN_GRACE_SECONDS", 3600)
 # Crawler: per-hop connect/read timeout (a whole page gets 3x this), body cap, and CIDRs the SSRF
 # guard lets through although they are private/loopback (e.g. "10.20.0.0/16" for an intranet wiki).
