@@ -254,7 +254,7 @@ class IngestionRunner(JobRunner):
         document = self.known.get(key)
         if document is None:
             document = self.known[key] = Document(source=source, key=key)
-        if document.sha256 == sha and document.status == DocumentStatus.INDEXED:
+        if document.sha256 == sha and document.status == DocumentStatus.INDEXED and not self.job.payload.get("reindex"):
             if any(document.metadata.get(name) != value for name, value in item.metadata.items()):
                 # Same bytes, new validators (a url source's ETag / Last-Modified): keep them.
                 Document.objects.filter(pk=document.pk).update(metadata={**document.metadata, **item.metadata})

@@ -80,8 +80,9 @@ def source_add(
     return source, job
 
 
-def source_sync(*, source: Source, priority: str = Priority.HIGH) -> IngestionJob:
-    return job_create(kb=source.kb, source=source, priority=priority)
+def source_sync(*, source: Source, priority: str = Priority.HIGH, reindex: bool = False) -> IngestionJob:
+    """Queue a sync. `reindex`: index unchanged documents too (after the search index lost them)."""
+    return job_create(kb=source.kb, source=source, priority=priority, payload={"reindex": True} if reindex else None)
 
 
 def store_upload(*, data: IO[bytes] | bytes, filename: str, content_type: str) -> dict:
@@ -220,11 +221,14 @@ def job_state(job: IngestionJob) -> dict:
     }
 
 
-def collection_source(*, kb: KnowledgeBase, name: str, documents: list) -> tuple[Source, IngestionJob | None]:
+def collection_source(
+    *, kb: KnowledgeBase, name: str, documents: list, reindex: bool = False
+) -> tuple[Source, IngestionJob | None]:
     """A file source holding a test collection, one Markdown file per record.
 
     Reused when unchanged: the same files give the same content addresses, so an existing
-    source with the same config gets no new job at all.
+    source with the same config gets no new job at all, unless `reindex` asks for its documents
+    to be indexed again.
     """
     files = [
         store_upload(
@@ -236,7 +240,7 @@ def collection_source(*, kb: KnowledgeBase, name: str, documents: list) -> tuple
     if existing is None:
         return upload_add(kb=kb, files=files, name=name, priority=Priority.DEFAULT)
     if existing.config == {"files": files} and not existing.documents.exclude(status=DocumentStatus.INDEXED).exists():
-        return existing, None
+        return existing, (source_sync(source=existing, priority=Priority.DEFAULT, reindex=True) if reindex else None)
     existing.config = {"files": files}
     existing.save(update_fields=["config", "updated_at"])
     return existing, source_sync(source=existing, priority=Priority.DEFAULT)

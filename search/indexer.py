@@ -200,3 +200,14 @@ def rekey_document_chunks(kb_of_document: dict[str, str], *, refresh: bool = Fal
     if errors:
         raise SearchUnavailable(f"{len(errors)} chunks could not be rekeyed; first: {errors[0]}"[:1000])
     return updated
+
+
+def kb_chunk_count(kb_id: int | str) -> int:
+    """How many chunks the index holds for a knowledge base (0 when there is no index yet)."""
+    try:
+        with unavailable_on_failure("count chunks"):
+            return get_client().count(index=alias_name(), query={"term": {"kb": str(kb_id)}})["count"]
+    except SearchError as error:
+        if isinstance(error.__cause__, NotFoundError):
+            return 0
+        raise

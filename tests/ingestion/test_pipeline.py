@@ -14,6 +14,7 @@ from kbportal.claiming import JobStatus
 from knowledge.models import Document
 from knowledge.storage import get_object_store
 from search.client import get_client
+from search.indexer import delete_source_chunks
 from tests.support import embedded_texts, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,6 +45,17 @@ def test_reingest_of_unchanged_content_embeds_nothing(kb):
     again = run(source_sync(source=source))
     assert (again.status, again.skipped, again.done) == (JobStatus.SUCCEEDED, 3, 0)
     assert len(embedded_texts()) == embedded_before
+
+
+def test_a_reindex_sync_indexes_unchanged_documents_the_index_lost(kb):
+    source, job = file_source(kb, {"a.txt": b"alpha text", "b.txt": b"beta text"})
+    run(job)
+    documents = list(source.documents.values_list("pk", flat=True))
+    delete_source_chunks(source.pk, refresh=True)  # a search node that lost its data
+    assert run(source_sync(source=source)).skipped == 2 and sum(map(chunks_of, documents)) == 0
+    again = run(source_sync(source=source, reindex=True))
+    assert (again.status, again.skipped, again.done) == (JobStatus.SUCCEEDED, 0, 2)
+    assert all(chunks_of(pk) == 1 for pk in documents)
 
 
 def test_changed_document_alone_is_reembedded_and_its_stale_chunks_vanish(kb):

@@ -26,12 +26,14 @@ class Command(BaseCommand):
         parser.add_argument("source_id", type=int)
         parser.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
         parser.add_argument("--inline", action="store_true", help="run the job here instead of in a worker")
+        parser.add_argument("--reindex", action="store_true",
+                            help="index unchanged documents too (after the search index lost them)")
 
     def handle(self, *args, **options):
         source = Source.objects.filter(pk=options["source_id"]).first()
         if source is None:
             raise CommandError(f"No source with id {options['source_id']}.")
-        job = source_sync(source=source)
+        job = source_sync(source=source, reindex=options["reindex"])
         self.stdout.write(f"job {job.pk} queued")
         if options["inline"]:
             IngestionRunner.execute(job.pk)
