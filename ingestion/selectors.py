@@ -1,4 +1,4 @@
-"""Reads of ingestion jobs."""
+"""Reads of ingestion jobs and of what the index holds of a knowledge base."""
 
 from typing import Any
 
@@ -7,7 +7,8 @@ from django.db.models import QuerySet
 
 from ingestion.models import IngestionJob, JobKind
 from kbportal.claiming import JobStatus
-from knowledge.models import KnowledgeBase
+from knowledge.models import Document, DocumentStatus, KnowledgeBase
+from search.indexer import kb_chunk_count
 
 
 def job_list(
@@ -39,3 +40,10 @@ def job_list(
     if errors:
         raise ValidationError(errors)
     return jobs
+
+
+def index_lost(*, kb: KnowledgeBase) -> bool:
+    """Whether the rows say documents are indexed while the search index holds none of the knowledge
+    base's chunks (a new search node, its data lost): a sync with `reindex` puts them back."""
+    indexed = Document.objects.filter(source__kb=kb, status=DocumentStatus.INDEXED)
+    return indexed.exists() and kb_chunk_count(kb.pk) == 0

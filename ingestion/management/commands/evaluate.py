@@ -14,6 +14,7 @@ from django.utils.text import slugify
 from ingestion.management.commands.ingest import progress_line
 from ingestion.models import IngestionJob
 from ingestion.pipeline import IngestionRunner
+from ingestion.selectors import index_lost
 from ingestion.services import collection_source, job_state, kb_create
 from kbportal.claiming import JobStatus
 from knowledge.models import KnowledgeBase
@@ -96,7 +97,9 @@ class Command(BaseCommand):
 
     def ingest(self, kb: KnowledgeBase, collection: Collection) -> None:
         """Ingest through the real pipeline, in this process; an unchanged collection is reused as is."""
-        _, job = collection_source(kb=kb, name=SOURCE_NAME, documents=collection.documents)
+        _, job = collection_source(
+            kb=kb, name=SOURCE_NAME, documents=collection.documents, reindex=index_lost(kb=kb)
+        )
         if job is None:
             self.stdout.write(f"knowledge base {kb.slug} is up to date ({len(collection.documents)} documents)")
             return

@@ -3,11 +3,11 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from ingestion.selectors import index_lost
 from ingestion.services import collection_source, kb_create
-from knowledge.models import Document, DocumentStatus, KnowledgeBase
+from knowledge.models import KnowledgeBase
 from knowledge.services import api_key_create
 from search.evaluation import load_smart
-from search.indexer import kb_chunk_count
 
 DEMO_PARTS = 4
 
@@ -27,9 +27,7 @@ class Command(BaseCommand):
             slug="demo", name="Demo: CISI abstracts", description="Library and information science abstracts (CISI)."
         )
         documents = load_smart(directory).documents
-        # Rows say indexed but the index has none of it (a new search node, its data lost): index again.
-        indexed = Document.objects.filter(source__kb=kb, status=DocumentStatus.INDEXED)
-        lost = indexed.exists() and kb_chunk_count(kb.pk) == 0
+        lost = index_lost(kb=kb)
         # Several sources, so every worker takes a share of the demo at once.
         size = -(-len(documents) // DEMO_PARTS)
         jobs = [
