@@ -1,6 +1,8 @@
 import uuid
 
 import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
 
 from ingestion.services import kb_create
 
@@ -23,3 +25,12 @@ def make_kb(search_index, counting_embedder):
 @pytest.fixture
 def kb(make_kb):
     return make_kb()
+
+
+@pytest.fixture
+def staff_api(db):
+    """An API client signed in as staff."""
+    user = get_user_model().objects.create_user("ops", password="pw", is_staff=True)
+    client = APIClient()
+    client.force_authenticate(user)
+    return client

@@ -1,7 +1,6 @@
 """The ingestion REST API: uploads, sources, documents and jobs, with their errors."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
@@ -11,14 +10,6 @@ from kbportal.claiming import JobStatus
 from knowledge.services import api_key_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def staff_client():
-    user = get_user_model().objects.create_user("ops", password="pw", is_staff=True)
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def key_client(kb, scopes):
@@ -34,54 +25,54 @@ def upload(client, kb, name="a.txt", body=b"hello upload", content_type="text/pl
     )
 
 
-def test_upload_answers_202_with_job_and_its_status_url(staff_client, kb):
-    response = upload(staff_client, kb)
+def test_upload_answers_202_with_job_and_its_status_url(staff_api, kb):
+    response = upload(staff_api, kb)
     assert response.status_code == 202
     job = response.json()["job"]
     assert job["status"] == JobStatus.QUEUED
     assert response["Location"].endswith(f"/api/v1/jobs/{job['id']}/")
     IngestionRunner.execute(job["id"])
-    detail = staff_client.get(f"/api/v1/jobs/{job['id']}/").json()
+    detail = staff_api.get(f"/api/v1/jobs/{job['id']}/").json()
     assert (detail["status"], detail["done"], detail["percent"]) == (JobStatus.SUCCEEDED, 1, 100.0)
 
 
-def test_upload_over_the_limit_is_413(staff_client, kb, settings):
+def test_upload_over_the_limit_is_413(staff_api, kb, settings):
     settings.KB_MAX_UPLOAD_BYTES = 10
-    response = upload(staff_client, kb, body=b"x" * 11)
+    response = upload(staff_api, kb, body=b"x" * 11)
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
 
 
-def test_upload_of_an_unextractable_type_is_415(staff_client, kb):
-    response = upload(staff_client, kb, name="photo.png", body=b"\x89PNG\r\n", content_type="image/png")
+def test_upload_of_an_unextractable_type_is_415(staff_api, kb):
+    response = upload(staff_api, kb, name="photo.png", body=b"\x89PNG\r\n", content_type="image/png")
     assert response.status_code == 415
 
 
-def test_upload_without_a_file_is_400_naming_the_field(staff_client, kb):
-    response = staff_client.post(f"/api/v1/kbs/{kb.slug}/uploads/", {})
+def test_upload_without_a_file_is_400_naming_the_field(staff_api, kb):
+    response = staff_api.post(f"/api/v1/kbs/{kb.slug}/uploads/", {})
     assert response.status_code == 400
     assert "file" in response.json()["fields"]
 
 
-def test_upload_file_name_cannot_traverse_paths(staff_client, kb):
-    response = upload(staff_client, kb, name="../../etc/passwd.txt")
+def test_upload_file_name_cannot_traverse_paths(staff_api, kb):
+    response = upload(staff_api, kb, name="../../etc/passwd.txt")
     assert response.json()["source"]["config"]["files"][0]["filename"] == "passwd.txt"
 
 
-def test_unknown_knowledge_base_is_404(staff_client):
-    assert staff_client.get("/api/v1/kbs/nope/documents/").status_code == 404
+def test_unknown_knowledge_base_is_404(staff_api):
+    assert staff_api.get("/api/v1/kbs/nope/documents/").status_code == 404
 
 
-def test_text_source_with_bad_config_is_400_with_field_errors(staff_client, kb):
-    response = staff_client.post(
+def test_text_source_with_bad_config_is_400_with_field_errors(staff_api, kb):
+    response = staff_api.post(
         f"/api/v1/kbs/{kb.slug}/sources/", {"kind": "text", "name": "t", "config": {"text": ""}}, format="json"
     )
     assert response.status_code == 400
     assert "config" in response.json()["fields"]
 
 
-def test_url_source_with_a_non_http_url_is_400(staff_client, kb):
-    response = staff_client.post(
+def test_url_source_with_a_non_http_url_is_400(staff_api, kb):
+    response = staff_api.post(
         f"/api/v1/kbs/{kb.slug}/sources/",
         {"kind": "url", "name": "u", "config": {"start_urls": ["ftp://example.com/"]}},
         format="json",
@@ -110,11 +101,11 @@ def test_ingest_key_uploads_and_cancels_its_job(kb):
     assert IngestionJob.objects.get(pk=job_id).status == JobStatus.CANCELED
 
 
-def test_document_delete_answers_202_and_the_document_is_gone(staff_client, kb):
-    job_id = upload(staff_client, kb).json()["job"]["id"]
+def test_document_delete_answers_202_and_the_document_is_gone(staff_api, kb):
+    job_id = upload(staff_api, kb).json()["job"]["id"]
     IngestionRunner.execute(job_id)
-    (document,) = staff_client.get(f"/api/v1/kbs/{kb.slug}/documents/").json()["results"]
-    response = staff_client.delete(f"/api/v1/kbs/{kb.slug}/documents/{document['id']}/")
+    (document,) = staff_api.get(f"/api/v1/kbs/{kb.slug}/documents/").json()["results"]
+    response = staff_api.delete(f"/api/v1/kbs/{kb.slug}/documents/{document['id']}/")
     assert response.status_code == 202
     assert response.json()["job"]["kind"] == "delete_documents"
-    assert staff_client.get(f"/api/v1/kbs/{kb.slug}/documents/{document['id']}/").status_code == 404
+    assert staff_api.get(f"/api/v1/kbs/{kb.slug}/documents/{document['id']}/").status_code == 404

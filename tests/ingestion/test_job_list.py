@@ -3,7 +3,6 @@
 from io import StringIO
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
@@ -13,14 +12,6 @@ from kbportal.claiming import JobStatus
 from knowledge.services import api_key_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def staff_api():
-    user = get_user_model().objects.create_user("ops", password="pw", is_staff=True)
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 @pytest.fixture

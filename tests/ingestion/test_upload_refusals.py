@@ -8,7 +8,6 @@ from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
-from rest_framework.test import APIClient
 
 from ingestion.models import IngestionJob
 from knowledge.models import Source
@@ -18,14 +17,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 SUPPORTED = "the supported kinds are plain text (.txt), Markdown (.md), HTML (.html) and PDF (.pdf)."
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-
-
-@pytest.fixture
-def staff_api():
-    user = get_user_model().objects.create_user("ops", password="pw", is_staff=True)
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def fresh_markdown() -> bytes:
