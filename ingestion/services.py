@@ -148,7 +148,7 @@ def source_delete(*, source: Source) -> IngestionJob:
         payload = {
             "source_id": source.pk,
             "source_name": source.name,
-            "object_keys": _object_keys(source.documents.all(), [source]),
+            "object_keys": _object_keys(source.documents.only("object_key"), [source]),
         }
         source.delete()
         return job_create(kb=source.kb, kind=JobKind.DELETE_SOURCE, payload=payload)
@@ -172,7 +172,7 @@ def knowledge_base_delete(*, kb: KnowledgeBase) -> IngestionJob:
         payload = {
             "kb_id": kb.pk,
             "kb_slug": kb.slug,
-            "object_keys": _object_keys(Document.objects.filter(source__kb=kb), sources),
+            "object_keys": _object_keys(Document.objects.filter(source__kb=kb).only("object_key"), sources),
         }
         kb.delete()
         return job_create(kb=None, kind=JobKind.DELETE_KNOWLEDGE_BASE, payload=payload)
