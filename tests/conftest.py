@@ -21,6 +21,11 @@ def pytest_sessionstart(session):
 
     if django_settings.KB_ES_INDEX == "kb_chunks" or django_settings.REDIS_URL.rstrip("/").endswith(("/0", ":6379")):
         pytest.exit("Run the tests with `make test` (it points them at their own Redis db and index).", returncode=2)
+    # A fresh index, also on a node that outlived an earlier run: the index files chunks under
+    # database ids, and this run's new test database hands out the same ids again.
+    from tests.search.chunk_index import drop_versions
+
+    drop_versions(django_settings.KB_ES_INDEX)
 
 
 @pytest.fixture(autouse=True)
