@@ -22,11 +22,11 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages))
         header = ("id", "kb", "kind", "status", "stage", "done", "skip", "fail", "total", "when", "error")
-        self.stdout.write("{:>6} {:<12} {:<16} {:<10} {:<8} {:>6} {:>6} {:>6} {:>6} {:<19} {}".format(*header))
+        self.stdout.write("{:>6} {:<12} {:<21} {:<10} {:<8} {:>6} {:>6} {:>6} {:>6} {:<19} {}".format(*header))
         for job in jobs[: options["limit"]]:
             when = timezone.localtime(job.finished_or_created_at).strftime("%Y-%m-%d %H:%M:%S")
             line = (
-                f"{job.pk:>6} {job.kb_slug or '(deleted)':<12} {job.kind:<16} {job.status:<10} {job.stage:<8} "
+                f"{job.pk:>6} {job.kb_slug or '(deleted)':<12} {job.kind:<21} {job.status:<10} {job.stage:<8} "
                 f"{job.done:>6} {job.skipped:>6} {job.failed:>6} {job.total:>6} {when:<19} {job.reason_line}"
             ).rstrip()
             self.stdout.write(self.style.ERROR(line) if job.status == JobStatus.FAILED else line)
