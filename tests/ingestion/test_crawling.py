@@ -8,7 +8,8 @@ import time
 import httpx
 import pytest
 
-from ingestion.crawling import KnownPage, crawl, parse_html, parse_sitemap
+from ingestion.crawl_parsing import parse_html, parse_sitemap
+from ingestion.crawling import KnownPage, crawl
 from ingestion.localsite import LocalSite
 from knowledge.source_config import validate_source_config
 
