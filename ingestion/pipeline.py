@@ -57,6 +57,9 @@ INDEXED_COLUMNS = {
 class SourceDeleted(JobCanceled):
     """The source (or its knowledge base) was deleted while its sync ran: the sync stops."""
 
+    def __init__(self, message: str = "the source was deleted during the sync"):
+        super().__init__(message)
+
 
 @dataclass
 class RawItem:
@@ -129,7 +132,7 @@ class IngestionRunner(JobRunner):
     def check(self) -> None:
         """At each batch boundary: a sync also stops when its source was deleted meanwhile."""
         if self.job.kind == JobKind.SYNC and not Source.objects.filter(pk=self.job.source_id).exists():
-            raise SourceDeleted("the source was deleted during the sync")
+            raise SourceDeleted()
         super().check()
 
     def outcome(self) -> tuple[str, str]:
@@ -229,7 +232,7 @@ class IngestionRunner(JobRunner):
             # A document row written for a source deleted a moment ago.
             self.settle_indexing()
             if not Source.objects.filter(pk=source.pk).exists():
-                raise SourceDeleted("the source was deleted during the sync") from exc
+                raise SourceDeleted() from exc
             raise
         except BaseException:
             self.settle_indexing()
@@ -438,7 +441,7 @@ def lock_for_indexing(*, source_id: int, document_ids: list[int]) -> set[int]:
     only need the source's key) do not.
     """
     if not Source.objects.select_for_update(no_key=True).filter(pk=source_id).exists():
-        raise SourceDeleted("the source was deleted during the sync")
+        raise SourceDeleted()
     return set(
         Document.objects.select_for_update(no_key=True).filter(pk__in=document_ids).values_list("pk", flat=True)
     )

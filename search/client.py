@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
-from elasticsearch import ApiError, ConnectionTimeout, Elasticsearch, TransportError
+from elasticsearch import ApiError, ConnectionTimeout, Elasticsearch, NotFoundError, TransportError
 from elasticsearch import ConnectionError as TransportConnectionError
 
 
@@ -79,6 +79,11 @@ def failure_in_words(error: BaseException, *, timeout: float | None = None) -> s
     if getattr(error, "status", None):
         return f"search server answered {error.status}"
     return str(error)
+
+
+def is_missing_index(error: SearchError) -> bool:
+    """Whether a failure raised through `unavailable_on_failure` means the index does not exist (yet)."""
+    return isinstance(error.__cause__, NotFoundError)
 
 
 @contextmanager

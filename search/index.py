@@ -15,7 +15,7 @@ from django.conf import settings
 from elasticsearch import BadRequestError, NotFoundError, helpers
 from elasticsearch.dsl import Date, DenseVector, Document, Index, Integer, Keyword, MetaField, Text
 
-from search.client import SearchError, SearchUnavailable, get_client, unavailable_on_failure
+from search.client import SearchError, SearchUnavailable, get_client, is_missing_index, unavailable_on_failure
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _concrete_indices(alias: str) -> list[str]:
         with unavailable_on_failure("read alias"):
             return sorted(get_client().indices.get_alias(name=alias))
     except SearchError as error:
-        if isinstance(error.__cause__, NotFoundError):
+        if is_missing_index(error):
             return []
         raise
 

@@ -13,12 +13,12 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 from django.conf import settings
-from elasticsearch import NotFoundError, helpers
+from elasticsearch import helpers
 from elasticsearch.dsl import Q, Search
 from elasticsearch.dsl.query import Query
 
 from search.analysis import DEFAULT_LANGUAGE, analyze
-from search.client import SearchError, SearchUnavailable, get_client, unavailable_on_failure
+from search.client import SearchError, SearchUnavailable, get_client, is_missing_index, unavailable_on_failure
 from search.index import DEFAULT_DIMS, alias_name, ensure_index
 
 REQUIRED_FIELDS = ("kb", "source", "document", "title", "content", "position")
@@ -122,7 +122,7 @@ def _delete_matching(query: Query, *, refresh: bool) -> int:
                 client, actions, chunk_size=1000, raise_on_error=False, ignore_status=(404,), refresh=refresh
             )
     except SearchError as error:
-        if isinstance(error.__cause__, NotFoundError):
+        if is_missing_index(error):
             return 0  # no index yet: nothing to delete
         raise
     if errors:
@@ -169,7 +169,7 @@ def chunk_owners(*, page_size: int = 1000) -> Iterator[tuple[str, str]]:
             with unavailable_on_failure("list chunk owners"):
                 owners = search.execute().aggregations.owners
         except SearchError as error:
-            if isinstance(error.__cause__, NotFoundError):
+            if is_missing_index(error):
                 return  # no index yet
             raise
         for bucket in owners.buckets:
@@ -208,6 +208,6 @@ def kb_chunk_count(kb_id: int | str) -> int:
         with unavailable_on_failure("count chunks"):
             return get_client().count(index=alias_name(), query={"term": {"kb": str(kb_id)}})["count"]
     except SearchError as error:
-        if isinstance(error.__cause__, NotFoundError):
+        if is_missing_index(error):
             return 0
         raise

@@ -329,12 +329,17 @@ def render_ask(request: HttpRequest, form: forms.AskForm, status: int = 200) -> 
     return render(request, "dashboard/ask.html", {"form": form, "recent": recent}, status=status)
 
 
-@staff_required
-@require_GET
-def answer_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def answer_or_404(pk: int) -> AnswerTask:
     task = answer_get(pk)
     if task is None:
         raise Http404("No such answer (answers expire).")
+    return task
+
+
+@staff_required
+@require_GET
+def answer_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    task = answer_or_404(pk)
     remember_kb(request, task.kb)
     cited = {citation["number"] for citation in task.citations}
     context = {
@@ -349,9 +354,7 @@ def answer_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_required
 @require_POST
 def answer_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
-    task = answer_get(pk)
-    if task is None:
-        raise Http404("No such answer.")
+    task = answer_or_404(pk)
     task = answer_cancel(task)
     if task.status == JobStatus.CANCELED:
         messages.success(request, f"Answer {task.pk} canceled.")
@@ -365,9 +368,7 @@ def answer_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_required
 @require_POST
 def answer_retry_view(request: HttpRequest, pk: int) -> HttpResponse:
-    task = answer_get(pk)
-    if task is None:
-        raise Http404("No such answer.")
+    task = answer_or_404(pk)
     try:
         new, reused = answer_retry(task=task, user=request.user)
     except ValidationError as exc:
