@@ -12,6 +12,9 @@ releases the row, which is queued again at once for another worker, and rq then 
 its warm shutdown was requested. A second signal is rq's cold shutdown (immediate exit; the
 job is still released on the way out).
 
+Redis outages: rq ends its work loop on a Redis error met anywhere but in its wait for a job;
+`Worker.work` waits for Redis and starts the loop again, as a supervisor would restart it.
+
 `CronScheduler` is the scheduler `manage.py scheduler` runs: rq's cron scheduler, which would
 exit on the first Redis error, made to wait for Redis and go on (see its docstring).
 """
@@ -22,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import suppress
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -32,7 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.exceptions import StopRequested
 from rq.worker import SimpleWorker
 
-from kbportal.claiming import request_worker_stop
+from kbportal.claiming import request_worker_stop, worker_stop_requested
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +63,51 @@ class Worker(SimpleWorker):
     #: half a minute a worker could sit idle for a minute with Redis back. At most 5 s here.
     max_connection_wait_time = 5.0
 
-    def work(self, *args, **kwargs):
+    #: Seconds between attempts while Redis does not answer, before rq's loop starts again.
+    retry_seconds = 2.0
+
+    def work(self, *args, burst: bool = False, **kwargs):
+        """rq's work loop, started again when a Redis error (not a stop request) ended it.
+
+        rq quits its loop on any Redis error outside its wait for a job: one that ends a job's
+        bookkeeping, a heartbeat, a timeout. A Redis restart would then leave this process
+        running but working no more, so the loop waits for Redis and goes on instead, as a
+        supervisor would restart it. Burst runs and runs bounded by job count or idle time end
+        as rq ends them.
+        """
         if settings.KB_WORKER_NICE:
             # Background work yields the CPU to the web processes: accepting an upload must
             # not wait behind an embedding batch on a small machine.
             os.nice(settings.KB_WORKER_NICE)
         run_preload_hooks()
-        return super().work(*args, **kwargs)
+        bounded = burst or kwargs.get("max_jobs") is not None or kwargs.get("max_idle_time") is not None
+        while True:
+            try:
+                worked = super().work(*args, burst=burst, **kwargs)
+            except (RedisConnectionError, RedisTimeoutError) as exc:  # from rq's teardown
+                logger.warning("worker %s: Redis failed while stopping (%s)", self.name, exc)
+                worked = False
+            if bounded or worker_stop_requested():  # a signal (see handle_warm_shutdown_request)
+                return worked
+            logger.warning("worker %s: rq's loop ended on an error; starting it again once Redis answers", self.name)
+            try:
+                self.wait_for_redis()
+            except StopRequested:  # SIGTERM/SIGINT while waiting (rq's handler is still installed)
+                return worked
+
+    def wait_for_redis(self) -> None:
+        """Wait until Redis answers, then clear what the interrupted loop left registered."""
+        while True:
+            try:
+                self.connection.ping()
+                break
+            except (RedisConnectionError, RedisTimeoutError):
+                time.sleep(self.retry_seconds)
+        with suppress(RedisConnectionError, RedisTimeoutError):
+            self.unsubscribe()
+        # Our own registration, left without its death mark when Redis went away mid-teardown;
+        # rq refuses to start a worker under a name that looks alive.
+        self.connection.delete(self.key)
 
     def execute_job(self, job, queue):
         # What Django does around each request: a connection broken by a database restart (or

@@ -5,6 +5,7 @@ PostgreSQL cluster, a proxy in front of the S3 server), so stopping it disturbs 
 case an upload the API accepted (202) ends indexed once the service is back: nothing is lost.
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import uuid
 import httpx
 import pytest
 import redis
+import rq
 
 from kbportal.worker import start_worker_process
 from knowledge.services import api_key_create
@@ -229,6 +231,28 @@ def test_worker_takes_work_again_within_seconds_after_a_long_redis_outage(stacks
         wait_indexed(client, accepted.json()["job"]["id"], timeout=9)
     finally:
         redis_server.stop()
+
+
+def test_worker_whose_job_ends_while_redis_is_down_keeps_working_when_it_returns(tmp_path):
+    """rq quits its loop when a job's bookkeeping meets a Redis error; ours starts it again."""
+    redis_server = RedisServer()
+    redis_server.start()
+    worker = start_worker_process(("default",), worker_env(KB_REDIS_URL=redis_server.url, KB_PRELOAD=""))
+    try:
+        queue = rq.Queue("default", connection=redis.Redis.from_url(redis_server.url))
+        queue.enqueue(time.sleep, 3)
+        wait_until(lambda: queue.count == 0, timeout=30, message="the worker to take the job")
+        redis_server.stop()  # the job ends while Redis is down: rq's loop quits on saving its result
+        time.sleep(4)
+        redis_server.start()  # empty
+        marker = tmp_path / "done"
+        rq.Queue("default", connection=redis.Redis.from_url(redis_server.url)).enqueue(os.mkdir, str(marker))
+        wait_until(marker.exists, timeout=30, message="a job queued after the outage to run")
+        assert worker.poll() is None
+    finally:
+        stop_worker(worker, timeout=15)
+        redis_server.stop()
+    assert worker.returncode == 0  # SIGTERM still stops it
 
 
 def test_scheduler_rides_out_a_redis_outage_and_enqueues_again_when_it_returns():
