@@ -42,11 +42,6 @@ class _Unit:
     paragraph: int
 
 
-def count_tokens(text: str) -> int:
-    """The approximate token count used for packing (see the module docstring)."""
-    return len(_TOKEN.findall(text))
-
-
 def chunk_text(
     text: str,
     title: str = "",

@@ -8,9 +8,9 @@ ahead of the pipeline (with QUEUE_SIZE pages unacknowledged the crawler's worker
 job thread touches the ORM; the crawl process reads stored page bodies from the object store.
 
 What each reported page does:
-- 200: a `RawItem` into `IngestionRunner.take` (so the sha256 skip still saves the embedding
-  for servers without validators); its ETag / Last-Modified and its links (up to
-  REMEMBERED_LINKS) are kept in `Document.metadata`.
+- 200: a `RawItem` into the runner's `take` (`ingestion.pipeline.SyncRunner`; so the sha256
+  skip still saves the embedding for servers without validators); its ETag / Last-Modified and
+  its links (up to REMEMBERED_LINKS) are kept in `Document.metadata`.
 - 304: unchanged, counted as skipped; nothing is extracted or embedded, and no stored body is
   read when the page's links were remembered.
 - 404 / 410: the document is retired (chunks, unreferenced bytes, row).
@@ -38,13 +38,16 @@ import queue
 import signal
 import threading
 import time
+from typing import Protocol
 
 from django.utils import timezone
 
 from ingestion.crawling import CrawlStats, FetchedPage, KnownPage, crawl
-from ingestion.pipeline import IngestionRunner, RawItem, remove_unreferenced_objects
+from ingestion.fetching import RawItem
+from ingestion.models import IngestionJob
 from kbportal.claiming import TransientError
 from knowledge.models import Document, DocumentStatus, Source
+from knowledge.services import remove_unreferenced_objects
 from knowledge.storage import StorageError, get_object_store
 from search.indexer import delete_document_chunks
 
@@ -243,10 +246,27 @@ class CrawlChild:
             return None
 
 
+class CrawlConsumer(Protocol):
+    """What a crawl needs of the sync job it feeds (`ingestion.pipeline.SyncRunner`)."""
+
+    job: IngestionJob
+    #: The source's documents by key, loaded once per run.
+    known: dict[str, Document]
+    #: Documents taken and not yet flushed.
+    pending: list
+
+    def take(self, source: Source, item: RawItem, embedder) -> None: ...
+    def flush(self, embedder) -> None: ...
+    def wait_for_indexing(self) -> None: ...
+    def check(self) -> None: ...
+    def record_failure(self, document: Document | None, key: str, reason: str) -> None: ...
+    def save_progress(self) -> None: ...
+
+
 class UrlSourceSync:
     """One sync of a url source inside an ingestion job (see the module docstring)."""
 
-    def __init__(self, runner: IngestionRunner, source: Source, embedder) -> None:
+    def __init__(self, runner: CrawlConsumer, source: Source, embedder) -> None:
         self.runner = runner
         self.job = runner.job
         self.source = source
@@ -389,7 +409,7 @@ class UrlSourceSync:
             delete_document_chunks(ids)
             self.changed_index = True
             Document.objects.filter(pk__in=ids).delete()
-            remove_unreferenced_objects({doc.object_key for doc in batch})
+            remove_unreferenced_objects(keys={doc.object_key for doc in batch})
             for doc in batch:
                 self.runner.known.pop(doc.key, None)
             self.counters["retired"] += len(batch)
@@ -413,6 +433,6 @@ class UrlSourceSync:
             self.runner.save_progress()
 
 
-def crawl_source(runner: IngestionRunner, source: Source, embedder) -> None:
+def crawl_source(runner: CrawlConsumer, source: Source, embedder) -> None:
     """Crawl a url source and feed its pages through the runner's pipeline (the sync job body)."""
     UrlSourceSync(runner, source, embedder).run()

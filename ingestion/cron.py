@@ -5,7 +5,7 @@ from rq import cron
 
 from ingestion.orphans import sweep_orphans
 from ingestion.tasks import enqueue_due_syncs, sweep_jobs
-from search.tasks import purge_answers
+from search.asking.tasks import purge_answers
 
 #: Seconds between looks for url sources whose re-sync schedule is due.
 SCHEDULE_INTERVAL = 60

@@ -1,4 +1,5 @@
-"""The ingestion pipeline: fetch → store → extract → chunk → embed → index → clean up.
+"""The sync job runner (`SyncRunner`), the ingestion pipeline: fetch → store → extract → chunk →
+embed → index → clean up.
 
 Documents flow through in batches: chunks of several documents are embedded together (the
 embedder is far faster on a full batch) and bulk-indexed with deterministic ids. A batch
@@ -11,9 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -21,27 +21,20 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from ingestion.chunking import chunk_text
+from ingestion.crawl_sync import crawl_source
 from ingestion.extraction import ExtractionError, extract
+from ingestion.fetching import RawItem, source_item_count, source_items
 from ingestion.models import IngestionJob, JobKind, Stage
-from ingestion.services import job_groups, job_state
-from kbportal.claiming import JobCanceled, JobRunner, JobStatus, TransientError
+from ingestion.runners import TRANSIENT, IngestionJobRunner
+from kbportal.claiming import JobCanceled, JobStatus, TransientError
 from kbportal.metrics import embedding_timer, stage_timer
-from kbportal.progress import ProgressThrottle
+from knowledge.embedders import chunk_embedding_text, get_embedder
 from knowledge.models import Document, DocumentStatus, Source, SourceKind
-from knowledge.storage import ObjectNotFound, StorageError, get_object_store, sha256_hex
-from search.client import SearchUnavailable
-from search.embedders import EmbeddingUnavailable, chunk_embedding_text, get_embedder
-from search.indexer import (
-    bulk_upsert,
-    delete_document_chunks,
-    delete_kb_chunks,
-    delete_source_chunks,
-    delete_stale_chunks,
-)
+from knowledge.storage import get_object_store, sha256_hex
+from search.indexer import bulk_upsert, delete_stale_chunks
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT = (StorageError, SearchUnavailable, EmbeddingUnavailable)
 #: Columns `mark_indexed` writes from each document, with their PostgreSQL types.
 INDEXED_COLUMNS = {
     "chunk_count": "integer",
@@ -62,52 +55,19 @@ class SourceDeleted(JobCanceled):
 
 
 @dataclass
-class RawItem:
-    """One document's raw bytes as fetched from its source."""
-
-    key: str
-    data: bytes
-    content_type: str
-    title: str = ""
-    metadata: dict = field(default_factory=dict)
-
-
-@dataclass
 class PreparedDocument:
     document: Document
     previous_chunk_count: int
     chunks: list[dict]
 
 
-def source_items(source: Source) -> Iterator[RawItem]:
-    """Fetch stage for text and file sources (url sources are crawled, see `ingestion.crawl_sync`)."""
-    if source.kind == SourceKind.TEXT:
-        yield RawItem(key="text", data=source.config["text"].encode(), content_type="text/plain", title=source.name)
-    elif source.kind == SourceKind.FILE:
-        store = get_object_store()
-        for entry in source.config["files"]:
-            try:
-                data = store.get(entry["object_key"])
-            except ObjectNotFound:
-                data = b""  # extraction fails this document with a clear reason
-            yield RawItem(key=entry["filename"], data=data, content_type=entry["content_type"], title="")
+class SyncRunner(IngestionJobRunner):
+    """Syncs one source: its documents through the pipeline, in batches."""
 
-
-def source_item_count(source: Source) -> int:
-    if source.kind == SourceKind.FILE:
-        return len(source.config["files"])
-    if source.kind == SourceKind.URL:
-        return 0  # unknown until crawled: grows with the pages discovered
-    return 1
-
-
-class IngestionRunner(JobRunner):
-    model = IngestionJob
-    job: IngestionJob
+    kind = JobKind.SYNC
 
     def __init__(self, job, keeper):
         super().__init__(job, keeper)
-        self.progress = ProgressThrottle(job_groups(job))
         self.pending: list[PreparedDocument] = []
         self.pending_chunks = 0
         self.batch_size = settings.KB_EMBED_BATCH
@@ -118,69 +78,27 @@ class IngestionRunner(JobRunner):
         self.indexing: Future | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
-    def run(self) -> None:
-        job = self.job
-        if job.kind == JobKind.SYNC:
-            self.run_sync()
-        elif job.kind == JobKind.DELETE_DOCUMENTS:
-            self.run_delete_documents(job.payload.get("document_ids", []))
-        elif job.kind == JobKind.DELETE_SOURCE:
-            self.run_delete_source(job.payload["source_id"])
-        elif job.kind == JobKind.DELETE_KNOWLEDGE_BASE:
-            self.run_delete_knowledge_base(job.payload["kb_id"])
-
     def check(self) -> None:
-        """At each batch boundary: a sync also stops when its source was deleted meanwhile."""
-        if self.job.kind == JobKind.SYNC and not Source.objects.filter(pk=self.job.source_id).exists():
+        """At each batch boundary: the sync also stops when its source was deleted meanwhile."""
+        if not Source.objects.filter(pk=self.job.source_id).exists():
             raise SourceDeleted()
         super().check()
 
     def outcome(self) -> tuple[str, str]:
         job = self.job
-        if job.kind == JobKind.SYNC and job.failed and not job.done and not job.skipped:
+        if job.failed and not job.done and not job.skipped:
             first = job.recent_errors[0] if job.recent_errors else {"document": "?", "error": "no reason recorded"}
             which = "the only document failed:" if job.failed == 1 else f"all {job.failed} documents failed; first:"
             return JobStatus.FAILED, f"{which} {first['document']}: {first['error']}"
         return JobStatus.SUCCEEDED, ""
 
-    def final_fields(self) -> dict:
-        job = self.job
-        return {
-            "stage": Stage.DONE,
-            "total": job.total,
-            "done": job.done,
-            "failed": job.failed,
-            "skipped": job.skipped,
-            "recent_errors": job.recent_errors[-20:],
-            "payload": job.payload,
-        }
-
-    def on_finish(self, status: str) -> None:
-        job = IngestionJob.objects.select_related("kb").get(pk=self.job.pk)
-        if job.kind == JobKind.SYNC and job.source_id and job.is_finished:
+    def record_outcome(self, job: IngestionJob) -> None:
+        """The source's last sync: when it ended and how."""
+        if job.source_id and job.is_finished:
             outcome = f"{job.status}: {job.done} indexed, {job.skipped} unchanged, {job.failed} failed"
             Source.objects.filter(pk=job.source_id).update(last_synced_at=timezone.now(), last_sync_outcome=outcome)
-        self.progress.publish(job_state(job), final=True)
 
-    # -- progress ------------------------------------------------------------------------
-    def set_stage(self, stage: str) -> None:
-        self.job.stage = stage
-        self.save_progress()
-
-    def save_progress(self) -> None:
-        job = self.job
-        IngestionJob.objects.filter(pk=job.pk, lease_owner=job.lease_owner).update(
-            stage=job.stage,
-            total=job.total,
-            done=job.done,
-            failed=job.failed,
-            skipped=job.skipped,
-            recent_errors=job.recent_errors[-20:],
-            payload=job.payload,
-            updated_at=timezone.now(),
-        )
-        self.progress.publish(job_state(job))
-
+    # -- sync ----------------------------------------------------------------------------
     def record_failure(self, document: Document | None, key: str, reason: str) -> None:
         self.job.failed += 1
         self.job.recent_errors = [*self.job.recent_errors[-19:], {"document": key, "error": reason[:500]}]
@@ -200,8 +118,7 @@ class IngestionRunner(JobRunner):
                 updated_at=timezone.now(),
             )
 
-    # -- sync ----------------------------------------------------------------------------
-    def run_sync(self) -> None:
+    def run(self) -> None:
         source = Source.objects.select_related("kb").filter(pk=self.job.source_id).first()
         if source is None:
             raise SourceDeleted("the source was deleted before the sync started")
@@ -216,8 +133,6 @@ class IngestionRunner(JobRunner):
         self.indexer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"index-{self.job.pk}")
         try:
             if source.kind == SourceKind.URL:
-                from ingestion.crawl_sync import crawl_source  # it builds on this module
-
                 crawl_source(self, source, embedder)
             else:
                 for item in source_items(source):
@@ -379,35 +294,6 @@ class IngestionRunner(JobRunner):
         except Exception:
             logger.warning("job %s: the last batch failed to index", self.job.pk, exc_info=True)
 
-    # -- deletes: the rows are gone already (`ingestion.services`); chunks and bytes follow ----
-    def run_delete(self, delete_chunks) -> None:
-        """Delete the chunks (`delete_chunks()` returns how many), then the unshared bytes."""
-        keys = self.job.payload.get("object_keys", [])
-        self.set_stage(Stage.CLEANUP)
-        try:
-            chunks = delete_chunks()
-            if self.job.kb_id:
-                self.job.kb.bump_generation()
-            self.job.payload["chunks_deleted"] = chunks
-            self.job.payload["objects_deleted"] = remove_unreferenced_objects(set(keys))
-        except TRANSIENT as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}")
-
-    def run_delete_documents(self, document_ids: list[int]) -> None:
-        self.job.total = len(document_ids)
-        self.run_delete(lambda: delete_document_chunks(document_ids, refresh=True))
-        self.job.done = len(document_ids)
-
-    def run_delete_source(self, source_id: int) -> None:
-        self.job.total = 1
-        self.run_delete(lambda: delete_source_chunks(source_id, refresh=True))
-        self.job.done = 1
-
-    def run_delete_knowledge_base(self, kb_id: int) -> None:
-        self.job.total = 1
-        self.run_delete(lambda: delete_kb_chunks(kb_id, refresh=True))
-        self.job.done = 1
-
 
 def mark_indexed(documents: list[Document], now: datetime) -> None:
     """Write a batch of just-indexed documents (fields already set in memory) in one UPDATE.
@@ -445,19 +331,3 @@ def lock_for_indexing(*, source_id: int, document_ids: list[int]) -> set[int]:
     return set(
         Document.objects.select_for_update(no_key=True).filter(pk__in=document_ids).values_list("pk", flat=True)
     )
-
-
-def remove_unreferenced_objects(keys: set[str]) -> int:
-    """Delete stored bytes that no document or file source references (any more)."""
-    store = get_object_store()
-    removed = 0
-    for key in filter(None, keys):
-        in_documents = Document.objects.filter(object_key=key).exists()
-        in_sources = Source.objects.filter(kind=SourceKind.FILE, config__files__contains=[{"object_key": key}]).exists()
-        if not in_documents and not in_sources:
-            try:
-                store.delete(key)
-                removed += 1
-            except ObjectNotFound:
-                pass
-    return removed

@@ -13,30 +13,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from ingestion.models import IngestionJob, JobKind
+from ingestion.uploads import check_uploads, safe_filename
 from kbportal.claiming import JobStatus, Priority, enqueue_on_commit, request_cancel
-from kbportal.progress import send_to_groups
-from knowledge.models import Document, DocumentStatus, KnowledgeBase, Language, Source, SourceKind
-from knowledge.services import knowledge_base_create, source_create
-from knowledge.storage import get_object_store
-from search.embedders import embedder_dimensions
+from kbportal.errors import DomainError
+from kbportal.progress import group_name, send_to_groups
+from knowledge.models import Document, DocumentStatus, KnowledgeBase, Source, SourceKind
+from knowledge.services import source_create
+from knowledge.storage import StorageError, get_object_store
 
 ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
-
-
-def kb_create(
-    *, slug: str, name: str, description: str = "", embedder: str | None = None, language: str = Language.ENGLISH
-) -> KnowledgeBase:
-    """A knowledge base whose vector size is the embedder's."""
-    embedder = embedder or settings.KB_EMBEDDER
-    try:
-        dimensions = embedder_dimensions(embedder)
-    except ValueError as exc:
-        from django.core.exceptions import ValidationError
-
-        raise ValidationError({"embedder": str(exc)})
-    return knowledge_base_create(
-        slug=slug, name=name, description=description, embedder=embedder, dimensions=dimensions, language=language
-    )
 
 
 def job_create(
@@ -98,6 +83,30 @@ def upload_add(
     """A file source over already stored files (see `store_upload`), with its sync queued."""
     name = name or (files[0]["filename"] if len(files) == 1 else f"{len(files)} files")
     return source_add(kb=kb, kind=SourceKind.FILE, name=name, config={"files": files}, priority=priority)
+
+
+class ObjectStoreDown(DomainError):
+    """The object store cannot take an upload's bytes now: nothing was accepted; retry shortly."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+
+def uploads_add(*, kb: KnowledgeBase, uploads: list, name: str = "") -> tuple[Source, IngestionJob]:
+    """A file source over uploaded files (Django's uploaded files), stored first, with its sync queued.
+
+    All or nothing: `UploadRefused` when any file cannot be accepted (`ingestion.uploads`), and
+    `ObjectStoreDown` when their bytes cannot be stored, since nothing is accepted without them.
+    """
+    check_uploads(uploads)
+    try:
+        files = [
+            store_upload(data=upload, filename=safe_filename(upload.name), content_type=upload.content_type or "")
+            for upload in uploads
+        ]
+    except StorageError as exc:
+        raise ObjectStoreDown(f"The object store is unavailable; try again shortly. ({exc})", retry_after=5) from exc
+    return upload_add(kb=kb, files=files, name=name)
 
 
 def job_cancel(*, job: IngestionJob) -> IngestionJob:
@@ -180,7 +189,7 @@ def knowledge_base_delete(*, kb: KnowledgeBase) -> IngestionJob:
 
 def job_groups(job: IngestionJob) -> list[str]:
     """The WebSocket groups that hear about this job: its own and its knowledge base's."""
-    return [f"job-{job.pk}", f"kb-{job.kb_slug}"]
+    return [group_name("job", job.pk), group_name("kb", job.kb_slug)]
 
 
 def job_state(job: IngestionJob) -> dict:

@@ -2,13 +2,28 @@
 
 from datetime import timedelta
 
-from kbportal.claiming import sweep
+from django.utils import timezone
+
+from ingestion.deleting import DeleteDocumentsRunner, DeleteKnowledgeBaseRunner, DeleteSourceRunner
+from ingestion.models import IngestionJob, JobKind
+from ingestion.pipeline import SyncRunner
+from ingestion.services import ACTIVE_STATUSES, source_sync
+from kbportal.claiming import Priority, sweep
+from knowledge.models import Source, SourceKind
+from search.asking.tasks import sweep_answers
+
+RUNNERS = {
+    runner.kind: runner for runner in (SyncRunner, DeleteDocumentsRunner, DeleteSourceRunner, DeleteKnowledgeBaseRunner)
+}
 
 
 def run_ingestion_job(job_id: int) -> str | None:
-    from ingestion.pipeline import IngestionRunner
-
-    return IngestionRunner.execute(job_id)
+    """Run the ingestion job with the runner of its kind: its final status, or None when it was
+    not claimed (gone, not due, or held by another worker)."""
+    kind = IngestionJob.objects.filter(pk=job_id).values_list("kind", flat=True).first()
+    if kind is None:
+        return None
+    return RUNNERS[kind].execute(job_id)
 
 
 def sweep_jobs() -> dict:
@@ -16,9 +31,6 @@ def sweep_jobs() -> dict:
 
     Covers ingestion jobs and answer tasks; the counts are summed over both.
     """
-    from ingestion.models import IngestionJob
-    from search.tasks import sweep_answers
-
     counts = sweep(IngestionJob)
     for name, count in sweep_answers().items():
         counts[name] = counts.get(name, 0) + count
@@ -32,13 +44,6 @@ def enqueue_due_syncs() -> list[int]:
     that. A source with a sync queued or running gets no second one (`job_create` returns the
     active job), so a slow crawl is never doubled by the scheduler. Returns the queued jobs' ids.
     """
-    from django.utils import timezone
-
-    from ingestion.models import IngestionJob, JobKind
-    from ingestion.services import ACTIVE_STATUSES, source_sync
-    from kbportal.claiming import Priority
-    from knowledge.models import Source, SourceKind
-
     now = timezone.now()
     created = []
     for source in Source.objects.filter(kind=SourceKind.URL, enabled=True).select_related("kb"):

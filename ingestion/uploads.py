@@ -1,4 +1,4 @@
-"""The check every uploaded file passes before anything is stored: its kind and its size.
+"""The check every uploaded file passes before anything is stored: its kind and its size; its safe name.
 
 The upload API, the dashboard's file form and `manage.py addsource --file` share it, so they
 accept and refuse the same files with the same words. A batch is all or nothing: when one file is
@@ -11,6 +11,7 @@ from typing import Protocol
 from django.conf import settings
 
 from ingestion.extraction import unsupported_reason
+from kbportal.errors import DomainError
 
 
 class Upload(Protocol):
@@ -30,21 +31,27 @@ class LocalFile:
     size: int
 
 
-class UploadRefused(Exception):
-    """Files of an upload that cannot be accepted; nothing of the upload was stored."""
+class UploadRefused(DomainError):
+    """Files of an upload that cannot be accepted (413 when one is too large, else 415); nothing of
+    the upload was stored. `fields["file"]` lists each refused file with its reason."""
 
     def __init__(self, refusals: dict[str, str], *, total: int, too_large: bool):
         self.refusals = refusals
         self.too_large = too_large
+        self.status_code = 413 if too_large else 415
+        self.code = "payload_too_large" if too_large else "unsupported_media_type"
         names = ", ".join(refusals)
         refused = f"{len(refusals)} of {total} files were" if total > 1 else "the file was"
         self.summary = f"Nothing was stored: {refused} refused ({names})."
-        super().__init__(" ".join([self.summary, *self.reasons]))
+        super().__init__(self.summary, fields={"file": self.reasons})
 
     @property
     def reasons(self) -> list[str]:
         """One line per refused file: "<name>: <reason>"."""
         return [f"{name}: {reason}" for name, reason in self.refusals.items()]
+
+    def __str__(self) -> str:
+        return " ".join([self.summary, *self.reasons])
 
 
 def refusal_reason(upload: Upload) -> str:
@@ -66,3 +73,9 @@ def check_uploads(uploads: list[Upload]) -> None:
             too_large = too_large or upload.size > settings.KB_MAX_UPLOAD_BYTES
     if refusals:
         raise UploadRefused(refusals, total=len(uploads), too_large=too_large)
+
+
+def safe_filename(name: str) -> str:
+    """The last path component only: a file name never names a place on our disks."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".")
+    return base[:255] or "upload"

@@ -8,10 +8,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kbportal.settings")
 django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application does, with our handler
 
 from kbportal.asgi_handler import SyncChainASGIHandler  # noqa: E402
-from kbportal.postgres.base import enable_reuse  # noqa: E402
 
 django_asgi_app = SyncChainASGIHandler()
-enable_reuse()  # requests come and go here: their idle PostgreSQL connections serve the next ones
 
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402

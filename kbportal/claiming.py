@@ -239,12 +239,18 @@ def claimable_filter(now) -> Q:
     return (Q(status=JobStatus.QUEUED) & due) | Q(status=JobStatus.RUNNING, lease_expires_at__lt=now)
 
 
-def claim(model: type[ClaimableJob], pk: int, owner: str, lease_seconds: int | None = None) -> ClaimableJob | None:
-    """Claim the job row for `owner`, or return None when it is not ours to run right now."""
+def claim(
+    model: type[ClaimableJob], pk: int, owner: str, lease_seconds: int | None = None, *, only: Q | None = None
+) -> ClaimableJob | None:
+    """Claim the job row for `owner`, or return None when it is not ours to run right now.
+
+    `only`: a further condition the row must meet (a runner of one kind of job claims only that kind).
+    """
     lease_seconds = lease_seconds or settings.KB_JOB_LEASE_SECONDS
     with transaction.atomic():
         now = timezone.now()
-        job = model.objects.select_for_update(skip_locked=True).filter(claimable_filter(now), pk=pk).first()
+        rows = model.objects.select_for_update(skip_locked=True).filter(claimable_filter(now), only or Q(), pk=pk)
+        job = rows.first()
         if job is None:
             return None
         if job.cancel_requested:
@@ -399,6 +405,11 @@ class JobRunner:
     def run(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @classmethod
+    def claims(cls) -> Q:
+        """Which rows of `model` this runner runs; `execute` claims no other (by default: all)."""
+        return Q()
+
     def check(self) -> None:
         """Call at batch boundaries: raises when the lease is lost, cancel was requested or the
         worker is shutting down."""
@@ -428,7 +439,7 @@ class JobRunner:
         kind = cls.model._meta.label_lower
         with job_context(f"{kind}:{pk}"):
             lease_seconds = lease_seconds or cls.default_lease_seconds()
-            job = claim(cls.model, pk, owner or worker_identity(), lease_seconds)
+            job = claim(cls.model, pk, owner or worker_identity(), lease_seconds, only=cls.claims())
             if job is None:
                 return None
             started = time.perf_counter()

@@ -1,5 +1,7 @@
 """Progress publishing: throttled at the source, coalesced, the final state always delivered.
 
+Events go to Channels groups named by `group_name`: one per job, per knowledge base and per answer task.
+
 channels-redis `group_send` costs one Redis round trip per group, so a job publishes at most
 one event per KB_PROGRESS_INTERVAL (a few per second) and only the latest numbers: updates in
 between are coalesced into the next event. `publish(..., final=True)` always goes out.
@@ -17,6 +19,11 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "progress.event"
+
+
+def group_name(kind: str, key: int | str) -> str:
+    """The Channels group of one watched thing: `kind` is "job", "kb" (key: the slug) or "answer"."""
+    return f"{kind}-{key}"
 
 
 def send_to_groups(groups: list[str], payload: dict[str, Any]) -> None:

@@ -2,10 +2,10 @@
 
 What the web processes keep in Redis they can go on without: the result and embedding caches,
 rate-limit counters, the API-key epoch, job doorbells (the sweeper rings them again). Every caller
-catches the error and goes on. When Redis refuses connections that costs nothing, but when it hangs
-instead (stopped, swapping, a network partition) each command waits for the socket timeout: a
-search touches Redis five times, so every search took 5 s with the 1 s default timeout (measured
-with a SIGSTOPped Redis).
+catches the error (`CACHE_ERRORS`, logged by `log_cache_error`) and goes on. When Redis refuses
+connections that costs nothing, but when it hangs instead (stopped, swapping, a network
+partition) each command waits for the socket timeout: a search touches Redis five times, so with
+a 1 s timeout every search would take 5 s.
 
 Connections from `GatedConnectionPool` share one gate per server address in the process. A
 timeout, or a connection that cannot be opened, closes the gate for SKIP_SECONDS: commands to
@@ -26,6 +26,7 @@ import time
 from functools import cache, cached_property
 
 import redis
+from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -37,6 +38,20 @@ SKIP_SECONDS = 5.0
 
 class RedisSkipped(RedisConnectionError):
     """Not sent: this server failed moments ago and is being skipped (see the module docstring)."""
+
+
+#: What a Redis failure looks like through the cache (callers that can go on without it catch these).
+CACHE_ERRORS = (redis.RedisError, ConnectionInterrupted, OSError)
+
+
+def log_cache_error(log: logging.Logger, message: str, error: BaseException) -> None:
+    """Log a Redis failure the caller goes on without: `message: error`.
+
+    A warning, except while Redis is being skipped, which logged the outage once: then debug, so
+    an outage does not log a line per request and call site.
+    """
+    skipped = isinstance(error, RedisSkipped) or isinstance(error.__cause__, RedisSkipped)
+    log.log(logging.DEBUG if skipped else logging.WARNING, "%s: %s", message, error, stacklevel=2)
 
 
 class Gate:

@@ -1,6 +1,6 @@
 """WebSocket routes of every app."""
 
-from ingestion.routing import websocket_urlpatterns as ingestion_routes
-from search.routing import websocket_urlpatterns as search_routes
+from dashboard.routing import websocket_urlpatterns as dashboard_routes
+from search.asking.routing import websocket_urlpatterns as search_routes
 
-websocket_urlpatterns = [*ingestion_routes, *search_routes]
+websocket_urlpatterns = [*dashboard_routes, *search_routes]

@@ -59,10 +59,12 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_rq",
+    "django_ratelimit",
     "channels",
     "knowledge",
     "search",
     "ingestion",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -101,26 +103,32 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         envstr("KB_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kbportal"),
-        # Django's PostgreSQL backend; the web server parks idle connections for the next request
-        # (see kbportal/postgres/base.py for why neither CONN_MAX_AGE nor Django's pool).
-        engine="kbportal.postgres",
-        # 0: under ASGI every request runs in a thread of its own, and Django's persistent
-        # connections are per thread: with a max age they piled up until PostgreSQL refused more.
-        conn_max_age=envint("KB_DB_CONN_MAX_AGE", 0),
+        engine="django.db.backends.postgresql",
+        # Connections come from the pool below; Django refuses persistent connections with a pool.
+        conn_max_age=0,
+        # The pool checks a connection before handing it out: one the server closed (a restart,
+        # an idle timeout) is replaced, not given to a request.
         conn_health_checks=True,
     )
 }
-# Idle connections a web process keeps for the next request, and for how long (seconds).
-KB_DB_IDLE_CONNECTIONS = envint("KB_DB_IDLE_CONNECTIONS", 16)
-KB_DB_IDLE_SECONDS = envfloat("KB_DB_IDLE_SECONDS", 60.0)
-DATABASES["default"]["OPTIONS"] = {"connect_timeout": envint("KB_DB_CONNECT_TIMEOUT", 2)}
+DATABASES["default"]["OPTIONS"] = {
+    "connect_timeout": envint("KB_DB_CONNECT_TIMEOUT", 2),
+    # Django's psycopg pool, one per process. Each request (each long-poll too) holds a connection
+    # until it ends; a request that finds all KB_DB_POOL_MAX_SIZE in use waits at most
+    # KB_DB_POOL_TIMEOUT seconds for one, and so does every request while PostgreSQL is down.
+    "pool": {
+        "min_size": envint("KB_DB_POOL_MIN_SIZE", 2),
+        "max_size": envint("KB_DB_POOL_MAX_SIZE", 20),
+        "timeout": envfloat("KB_DB_POOL_TIMEOUT", 2.0),
+    },
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = envstr("KB_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SOCKET_TIMEOUT = envfloat("KB_REDIS_TIMEOUT", 1.0)
 CACHES = {
     "default": {
-        "BACKEND": "kbportal.cache_backend.RedisCache",
+        "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": envstr("KB_CACHE_PREFIX", "kb"),
         "OPTIONS": {
@@ -163,7 +171,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "kbportal.errors.exception_handler",
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "kbportal.negotiation.RememberingContentNegotiation",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
 }
@@ -230,9 +237,9 @@ KB_STORAGE_DIR = Path(envstr("KB_STORAGE_DIR", str(VAR_DIR / "objects")))
 # Embeddings.
 KB_EMBEDDER = envstr("KB_EMBEDDER", "minilm")
 KB_EMBEDDERS = {
-    "minilm": "search.embedders.MiniLMEmbedder",
-    "hashing": "search.embedders.HashingEmbedder",
-    "http": "search.embedders.HttpEmbedder",
+    "minilm": "knowledge.embedders.MiniLMEmbedder",
+    "hashing": "knowledge.embedders.HashingEmbedder",
+    "http": "knowledge.embedders.HttpEmbedder",
 }
 KB_EMBEDDERS.update(dict(item.split("=", 1) for item in envlist("KB_EXTRA_EMBEDDERS")))
 KB_EMBED_BATCH = envint("KB_EMBED_BATCH", 64)
@@ -274,6 +281,8 @@ KB_SEARCH_CACHE_SECONDS = envint("KB_SEARCH_CACHE_SECONDS", 300)
 KB_SEARCH_STALE_SECONDS = envint("KB_SEARCH_STALE_SECONDS", 24 * 3600)
 KB_EMBED_CACHE_SECONDS = envint("KB_EMBED_CACHE_SECONDS", 24 * 3600)
 KB_ANON_RATE = envstr("KB_ANON_RATE", "20/s")
+# django-ratelimit counts in the default cache (Redis); a count it cannot read lets the request through.
+RATELIMIT_FAIL_OPEN = True
 KB_DEFAULT_KEY_RATE = envstr("KB_DEFAULT_KEY_RATE", "50/s")
 #: How long a process may reuse an API key it loaded when nothing said it changed (knowledge.keycache); 0 = never.
 KB_KEY_CACHE_SECONDS = envfloat("KB_KEY_CACHE_SECONDS", 5.0)
@@ -283,7 +292,7 @@ KB_BREAKER_WINDOW_SECONDS = envint("KB_BREAKER_WINDOW_SECONDS", 60)
 KB_BREAKER_OPEN_SECONDS = envfloat("KB_BREAKER_OPEN_SECONDS", 30.0)
 KB_HEALTH_TIMEOUT = envfloat("KB_HEALTH_TIMEOUT", 1.5)
 
-# Asking (search.answering): generator, model endpoint, budgets, retention.
+# Asking (search.asking.answering): generator, model endpoint, budgets, retention.
 # KB_GENERATOR applies to every knowledge base unless KB_GENERATOR_BY_KB names one ("support=openai").
 KB_GENERATOR = envstr("KB_GENERATOR", "extractive")
 KB_GENERATOR_BY_KB = dict(item.split("=", 1) for item in envlist("KB_GENERATOR_BY_KB"))
@@ -301,7 +310,7 @@ KB_ANSWER_TTL_HOURS = envfloat("KB_ANSWER_TTL_HOURS", 24)
 KB_ANSWER_CONTEXT_TOKENS = envint("KB_ANSWER_CONTEXT_TOKENS", 2000)
 KB_ANSWER_PASSAGES = envint("KB_ANSWER_PASSAGES", 6)
 # Below both, no retrieved passage counts as relevant and the answer says nothing relevant was found
-# (search.relevance): the share of the question's terms a passage contains, and its cosine similarity.
+# (search.asking.relevance): the share of the question's terms a passage contains, and its cosine similarity.
 KB_ASK_MIN_TERM_SHARE = envfloat("KB_ASK_MIN_TERM_SHARE", 0.5)
 KB_ASK_MIN_SIMILARITY = envfloat("KB_ASK_MIN_SIMILARITY", 0.3)
 # Answer tasks hold a short lease: cancellation is noticed at a renewal (a third of the lease).
@@ -346,7 +355,7 @@ LOGGING = {
 }
 
 # Called once when a worker process starts (load models before the first job).
-KB_PRELOAD = envlist("KB_PRELOAD", "search.embedders.preload_default")
+KB_PRELOAD = envlist("KB_PRELOAD", "knowledge.embedders.preload_default")
 KB_SERVE_STATIC = envbool("KB_SERVE_STATIC", True)
 # Torch threads per process for the local model (0: torch's default, every core).
 KB_TORCH_THREADS = envint("KB_TORCH_THREADS", 0)

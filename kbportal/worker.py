@@ -22,8 +22,6 @@ exit on the first Redis error, made to wait for Redis and go on (see its docstri
 import gc
 import logging
 import os
-import subprocess
-import sys
 import time
 from contextlib import suppress
 
@@ -150,36 +148,3 @@ class CronScheduler(DjangoCronScheduler):
                 time.sleep(self.retry_seconds)
             except StopRequested:  # rq's signal handler, still installed
                 return
-
-
-def process_environment(**extra: str) -> dict[str, str]:
-    """This process's environment, pinned to the database it is using (tests use a test database)."""
-    db = settings.DATABASES["default"]
-    env = dict(os.environ)
-    env["KB_DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    env["KB_REDIS_URL"] = settings.REDIS_URL
-    env["KB_ES_URL"] = settings.KB_ES_URL
-    env["KB_ES_INDEX"] = settings.KB_ES_INDEX
-    env.update(extra)
-    return env
-
-
-def start_worker_process(
-    queues: tuple[str, ...], env: dict[str, str], *, burst: bool = False, log=None
-) -> "subprocess.Popen":
-    """Start `manage.py rqworker` with this worker class (benchmarks and tests race real processes)."""
-    args = [
-        sys.executable,
-        str(settings.BASE_DIR / "manage.py"),
-        "rqworker",
-        *queues,
-        "--worker-class",
-        "kbportal.worker.Worker",
-    ]
-    args.append("--with-scheduler")  # retries are scheduled (enqueue_in); some worker must move them
-    if burst:
-        args.append("--burst")
-    return subprocess.Popen(
-        args, cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL,
-        start_new_session=True,  # its own process group, with the scheduler it forks
-    )

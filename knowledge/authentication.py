@@ -16,7 +16,6 @@ from rest_framework import authentication, exceptions
 
 from knowledge.keycache import cached_key
 from knowledge.models import ApiKey, KnowledgeBase
-from knowledge.selectors import key_grant_table
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,15 @@ class ApiKeyUser(AnonymousUser):
         return f"apikey:{self.api_key.prefix}"
 
 
+def _key_grant_table() -> tuple[str, str, str]:
+    """The table granting API keys their knowledge bases, with its key and knowledge-base columns.
+
+    For the plain-SQL read below, which joins it by name.
+    """
+    through = ApiKey.knowledge_bases.through._meta
+    return through.db_table, through.get_field("apikey").column, through.get_field("knowledgebase").column
+
+
 def parse_key(raw: str) -> tuple[str, str] | None:
     parts = raw.split("_", 2)
     if len(parts) != 3 or parts[0] != "kb" or not parts[1] or not parts[2]:
@@ -55,7 +63,7 @@ def parse_key(raw: str) -> tuple[str, str] | None:
 @cache
 def _key_sql() -> str:
     key_columns = ", ".join(f"k.{field.column}" for field in ApiKey._meta.concrete_fields)
-    grant_table, key_column, kb_column = key_grant_table()
+    grant_table, key_column, kb_column = _key_grant_table()
     return (
         f"SELECT {key_columns}, kb.id, kb.slug, kb.generation, kb.embedder, kb.language FROM {ApiKey._meta.db_table} k "
         f"LEFT JOIN {grant_table} g ON g.{key_column} = k.id "

@@ -1,9 +1,9 @@
 """API keys kept by each process between requests, checked against a Redis epoch on every request.
 
-Authentication read the key, its grants and each granted knowledge base's generation from
-PostgreSQL on every API request. Now each process keeps the keys it loaded together with the epoch
-it read before loading them; a request reads the epoch (one Redis GET, cheaper than the query and
-no load on PostgreSQL) and reloads the key when the epoch moved on.
+Authenticating a request needs the key, its grants and each granted knowledge base's generation.
+Each process keeps the keys it loaded together with the epoch it read before loading them; a
+request reads the epoch (one Redis GET, cheaper than the query and no load on PostgreSQL) and
+reloads the key when the epoch moved on.
 
 Every write that authentication reads moves the epoch on: keys, grants and knowledge bases, a
 generation bump included (a search must never key its result cache on an old generation). The
@@ -13,24 +13,26 @@ between read the old rows). What Redis did not hear (it was down, or the row was
 SQL) is picked up within KB_KEY_CACHE_SECONDS; while Redis cannot be read, keys are not reused.
 """
 
-from __future__ import annotations
-
 import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import models, transaction
-from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.db import transaction
 
-from kbportal.cache_backend import CACHE_ERRORS, log_cache_error
+from kbportal.redis_gate import CACHE_ERRORS, log_cache_error
 
-if TYPE_CHECKING:
-    from knowledge.models import ApiKey
 
+class Key(Protocol):
+    """What the cache needs of a key (knowledge.models.ApiKey)."""
+
+    def matches(self, secret: str) -> bool: ...
+
+
+K = TypeVar("K", bound=Key)
 logger = logging.getLogger(__name__)
 
 EPOCH_NAME = "auth-epoch"
@@ -38,7 +40,7 @@ EPOCH_NAME = "auth-epoch"
 MAX_KEYS = 10_000
 
 #: prefix -> (epoch it was loaded under, monotonic load time, the key with its grants)
-_keys: dict[str, tuple[bytes, float, ApiKey]] = {}
+_keys: dict[str, tuple[bytes, float, Key]] = {}
 
 
 def current_epoch() -> bytes | None:
@@ -56,7 +58,7 @@ def current_epoch() -> bytes | None:
     return epoch
 
 
-def cached_key(prefix: str, secret: str, load: Callable[[str], ApiKey | None]) -> ApiKey | None:
+def cached_key(prefix: str, secret: str, load: Callable[[str], K | None]) -> K | None:
     """The key with this prefix: this process's copy while the epoch holds, else `load(prefix)`.
 
     The copy serves only the right secret: a wrong one is looked up like an unknown prefix, so
@@ -94,36 +96,3 @@ def _new_epoch() -> None:
     except CACHE_ERRORS as exc:
         logger.warning("API key cache epoch not moved on (other processes catch up within %ss): %s",
                        settings.KB_KEY_CACHE_SECONDS, exc)
-
-
-class AuthReadQuerySet(models.QuerySet):
-    """A queryset of rows authentication reads: its `update` moves the key-cache epoch on."""
-
-    #: Fields authentication does not read: updating only these keeps the cached keys.
-    fields_not_read: frozenset[str] = frozenset()
-
-    def update(self, **kwargs):
-        count = super().update(**kwargs)
-        if set(kwargs) - self.fields_not_read:
-            bump_epoch()
-        return count
-
-
-class ApiKeyQuerySet(AuthReadQuerySet):
-    fields_not_read = frozenset({"last_used_at"})
-
-
-def connect_signals() -> None:
-    """Saves and deletes of keys, knowledge bases and grants move the epoch on."""
-    from knowledge.models import ApiKey, KnowledgeBase
-
-    grants = ApiKey.knowledge_bases.through
-    for model in (ApiKey, KnowledgeBase, grants):
-        post_save.connect(_on_change, sender=model, dispatch_uid=f"keycache-save-{model._meta.label}")
-        post_delete.connect(_on_change, sender=model, dispatch_uid=f"keycache-delete-{model._meta.label}")
-    m2m_changed.connect(_on_change, sender=grants, dispatch_uid="keycache-grants")
-
-
-def _on_change(sender, **kwargs) -> None:
-    if kwargs.get("action", "post_").startswith("post_"):
-        bump_epoch()

@@ -9,9 +9,27 @@ from django.db import models
 from django.db.models import F
 from django.utils import timezone
 
-from knowledge.keycache import ApiKeyQuerySet, AuthReadQuerySet
+from knowledge.keycache import bump_epoch
+from knowledge.source_config import validate_source_config
 
 RATE_VALIDATOR = RegexValidator(r"^\d+/[smhd]$", "Use a rate such as 50/s, 600/m or 10000/h.")
+
+
+class AuthReadQuerySet(models.QuerySet):
+    """A queryset of rows authentication reads: its `update` moves the key-cache epoch on (knowledge.keycache)."""
+
+    #: Fields authentication does not read: updating only these keeps the cached keys.
+    fields_not_read: frozenset[str] = frozenset()
+
+    def update(self, **kwargs):
+        count = super().update(**kwargs)
+        if set(kwargs) - self.fields_not_read:
+            bump_epoch()
+        return count
+
+
+class ApiKeyQuerySet(AuthReadQuerySet):
+    fields_not_read = frozenset({"last_used_at"})
 
 
 class Language(models.TextChoices):
@@ -30,6 +48,12 @@ class Language(models.TextChoices):
 
 
 class KnowledgeBase(models.Model):
+    """A searchable collection (one tenant's content): its sources, their documents, one embedder.
+
+    Its chunks in the search index are filed under its id, never its slug, so a new knowledge base
+    given a deleted one's slug sees nothing of the old one.
+    """
+
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, default="")
@@ -63,6 +87,11 @@ class SourceKind(models.TextChoices):
 
 
 class Source(models.Model):
+    """Where a knowledge base's documents come from: pasted text, uploaded files or a web site.
+
+    `config` holds what its kind needs (a crawl's start URL, scope and limits, a sync schedule).
+    """
+
     kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="sources")
     kind = models.CharField(max_length=16, choices=SourceKind.choices)
     name = models.CharField(max_length=200)
@@ -80,8 +109,6 @@ class Source(models.Model):
         return f"{self.kb.slug}/{self.name}"
 
     def clean(self) -> None:
-        from knowledge.source_config import validate_source_config
-
         self.config = validate_source_config(self.kind, self.config)
 
 
@@ -92,6 +119,12 @@ class DocumentStatus(models.TextChoices):
 
 
 class Document(models.Model):
+    """One item of a source (a page, a file, a text), its stored bytes and its indexing state.
+
+    `key` identifies it within the source across syncs; `sha256` and `object_key` address its raw
+    bytes in the object store; its chunks live in the search index only.
+    """
+
     source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="documents")
     key = models.CharField(max_length=2000, help_text="Stable identity within the source: URL or file name.")
     title = models.CharField(max_length=500, blank=True, default="")

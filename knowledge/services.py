@@ -1,4 +1,4 @@
-"""Writes to knowledge bases, sources and API keys. Keyword-only, validated, one transaction each."""
+"""Writes to knowledge bases, sources, API keys and stored bytes. Keyword-only, validated, one transaction each."""
 
 import re
 
@@ -6,7 +6,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from knowledge.models import ApiKey, KnowledgeBase, Language, Source, hash_secret
+from knowledge.embedders import embedder_dimensions
+from knowledge.models import ApiKey, Document, KnowledgeBase, Language, Source, SourceKind, hash_secret
+from knowledge.storage import ObjectNotFound, get_object_store
 
 #: A knowledge base's slug, as the forms, the API and `createkb` document it.
 KB_SLUG = re.compile(r"[a-z0-9-]+")
@@ -27,16 +29,19 @@ def knowledge_base_create(
     *,
     slug: str,
     name: str,
-    dimensions: int,
     description: str = "",
     embedder: str | None = None,
     language: str = Language.ENGLISH,
 ) -> KnowledgeBase:
-    """Create a knowledge base.
+    """Create a knowledge base whose vector size is its embedder's (KB_EMBEDDER unless given).
 
-    `dimensions` is the vector size of `embedder`; the caller looks it up in `search.embedders`
-    because `knowledge` must not import `search` (dependencies point ingestion -> search -> knowledge).
+    Raises ValidationError for a bad or taken slug and for an unknown embedder.
     """
+    embedder = embedder or settings.KB_EMBEDDER
+    try:
+        dimensions = embedder_dimensions(embedder)
+    except ValueError as exc:
+        raise ValidationError({"embedder": str(exc)})
     slug_error = kb_slug_error(slug)
     if slug_error:
         raise ValidationError({"slug": slug_error})
@@ -44,7 +49,7 @@ def knowledge_base_create(
         slug=slug,
         name=name,
         description=description,
-        embedder=embedder or settings.KB_EMBEDDER,
+        embedder=embedder,
         dimensions=dimensions,
         language=language,
     )
@@ -94,3 +99,19 @@ def api_key_revoke(*, key: ApiKey) -> None:
     """Revoke the key; authentication refuses it from the next request on."""
     ApiKey.objects.filter(pk=key.pk).update(revoked=True)
     key.revoked = True
+
+
+def remove_unreferenced_objects(*, keys: set[str]) -> int:
+    """Delete stored bytes that no document or file source references (any more)."""
+    store = get_object_store()
+    removed = 0
+    for key in filter(None, keys):
+        in_documents = Document.objects.filter(object_key=key).exists()
+        in_sources = Source.objects.filter(kind=SourceKind.FILE, config__files__contains=[{"object_key": key}]).exists()
+        if not in_documents and not in_sources:
+            try:
+                store.delete(key)
+                removed += 1
+            except ObjectNotFound:
+                pass
+    return removed

@@ -1,30 +1,36 @@
 """`GET|POST /api/v1/search`: hybrid search over the knowledge bases the caller may read.
 
-The view validates its input, applies the rate limits and calls `search.services.search_knowledge`.
-Rate limits (`kbportal.ratelimits`, fixed windows in Redis): an API key at its own `rate`,
-a staff session at KB_DEFAULT_KEY_RATE, and anything unauthenticated - no key or a bad one - per
-client IP at KB_ANON_RATE, counted before the 401 so guessing keys is limited too.
+The view validates its input once (`SearchInput`), applies the rate limits and answers with
+`search_response`: a body from the result cache, or the search service's answer shaped by
+`SearchOutput` and cached as it is sent, so that a cache hit serialises nothing. While the search
+server cannot answer, the last good body of the same request is served with `degraded: true`.
+Rate limits (django-ratelimit, fixed windows counted in the Redis cache): an API key at its own
+`rate`, a staff session at KB_DEFAULT_KEY_RATE, and anything unauthenticated - no key or a bad
+one - per client IP at KB_ANON_RATE, counted before the 401 so guessing keys is limited too.
 """
 
 import logging
 
 from django.conf import settings
 from django.http import QueryDict
+from django_ratelimit.core import get_usage
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, Throttled
+from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from kbportal import ratelimits
-from kbportal.cache_backend import CACHE_ERRORS, log_cache_error
-from kbportal.metrics import record_rate_limited
+from kbportal.metrics import observe_search, record_rate_limited
+from kbportal.redis_gate import CACHE_ERRORS, log_cache_error
 from kbportal.validation import validated
-from knowledge.models import KnowledgeBase
+from knowledge.models import ApiKey
 from knowledge.permissions import HasScope, is_staff, request_api_key
-from search.query import MAX_DEPTH, MAX_SIZE, MODES
-from search.services import MAX_QUERY_CHARS, search_knowledge
+from search import cache
+from search.errors import SearchDown
+from search.query import MAX_DEPTH, MAX_QUERY_CHARS, MAX_SIZE, MODES
+from search.selectors import searchable_kb_slugs
+from search.services import plan_search, run_search
 
 logger = logging.getLogger(__name__)
 
@@ -39,27 +45,29 @@ def enforce_rate_limit(request, *, counter: str = "search") -> None:
     try:
         user = request.user  # authenticates; a bad key raises here
     except AuthenticationFailed:
-        _count(f"{counter}:anon", ratelimits.client_ip(request), settings.KB_ANON_RATE)
+        _count(request, group=f"{counter}:anon", key="ip", rate=settings.KB_ANON_RATE)
         raise
     api_key = request_api_key(request)
     if api_key is not None:
-        _count(f"{counter}:key", api_key.prefix, api_key.rate)
+        _count(request, group=f"{counter}:key", key=lambda _group, _request: str(api_key.pk), rate=api_key.rate)
     elif user.is_authenticated:
-        _count(f"{counter}:user", str(user.pk), settings.KB_DEFAULT_KEY_RATE)
+        _count(request, group=f"{counter}:user", key="user", rate=settings.KB_DEFAULT_KEY_RATE)
     else:
-        _count(f"{counter}:anon", ratelimits.client_ip(request), settings.KB_ANON_RATE)
+        _count(request, group=f"{counter}:anon", key="ip", rate=settings.KB_ANON_RATE)
 
 
-def _count(group: str, value: str, rate: str) -> None:
+def _count(request, *, group: str, key, rate: str) -> None:
+    """Count the request in django-ratelimit's window for (group, key); Throttled once over `rate`."""
     try:
-        usage = ratelimits.hit(group, value, rate)
+        usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
     except CACHE_ERRORS as exc:
         # Redis down: searches can still be answered (the breaker and caches degrade too); fail open.
         log_cache_error(logger, "rate limit not applied, counter unavailable", exc)
         return
-    if usage.exceeded:
+    if usage is not None and usage["should_limit"]:  # None: not counted (RATELIMIT_FAIL_OPEN)
         record_rate_limited(group.split(":", 1)[0])
-        raise Throttled(wait=usage.seconds_left)
+        # django-ratelimit's window still counts at its last second, `time_left` from now.
+        raise Throttled(wait=usage["time_left"] + 1)
 
 
 def input_data(data) -> dict:
@@ -79,7 +87,8 @@ def input_data(data) -> dict:
 
 
 class SearchInput(serializers.Serializer):
-    q = serializers.CharField(max_length=MAX_QUERY_CHARS, help_text="The query text.")
+    q = serializers.CharField(max_length=MAX_QUERY_CHARS, help_text="The query text.",
+                              error_messages={"blank": "The query must not be empty."})
     kb = serializers.ListField(
         child=serializers.SlugField(max_length=64), required=False, max_length=50,
         help_text="Knowledge base slugs (repeat the parameter or separate with commas). "
@@ -129,6 +138,9 @@ class SearchHitOutput(serializers.Serializer):
 
 
 class SearchOutput(serializers.Serializer):
+    """The body of a `search.services.SearchAnswer`. A search just run is neither degraded nor
+    served from the cache; `search_response` marks cached bodies as it serves them."""
+
     hits = SearchHitOutput(many=True)
     total = serializers.IntegerField(help_text="Hits available to page through.")
     total_relation = serializers.ChoiceField(choices=["eq", "gte"])
@@ -137,9 +149,51 @@ class SearchOutput(serializers.Serializer):
     size = serializers.IntegerField()
     took_ms = serializers.FloatField(help_text="Time this request spent in the search service.")
     search_ms = serializers.FloatField(help_text="Time of the search-server round trip that produced the hits.")
-    degraded = serializers.BooleanField(help_text="True when served from the last good cached result "
+    degraded = serializers.BooleanField(read_only=True, default=False,
+                                        help_text="True when served from the last good cached result "
                                                   "because the search server is unavailable.")
-    cache = serializers.ChoiceField(choices=["hit", "miss"])
+    cache = serializers.ChoiceField(choices=["hit", "miss"], read_only=True, default="miss")
+
+
+@observe_search
+def search_response(values: dict, *, api_key: ApiKey | None) -> dict:
+    """The API's body for SearchInput's validated `values`, searched with `api_key`'s grants (None:
+    staff, every knowledge base); without `kb`, the knowledge bases the caller may search.
+
+    Raises the search service's errors; SearchDown when the search server cannot answer and the
+    request has no cached body.
+    """
+    plan = plan_search(
+        kb_slugs=values.get("kb") or searchable_kb_slugs(api_key=api_key),
+        query=values["q"],
+        mode=values["mode"],
+        sources=values.get("sources", ()),
+        tags=values.get("tags", ()),
+        date_from=values.get("date_from"),
+        date_to=values.get("date_to"),
+        page=values["page"],
+        size=values["size"],
+        highlight=values["highlight"],
+        collapse=not values["chunks"],
+        api_key=api_key,
+    )
+    fresh_key, good_key = cache.result_keys(plan.fingerprint, plan.generations)
+    # One round trip for both: on a miss the query's cached embedding is already at hand.
+    cached, vector = cache.lookup(fresh_key, plan.embedder, plan.request.query)
+    if cached is not None:
+        return {**cached, "took_ms": plan.elapsed_ms(), "cache": "hit"}
+    try:
+        answer = run_search(plan, vector=vector)
+    except SearchDown as down:
+        stale = cache.get_result(fresh_key) or cache.get_result(good_key)
+        if stale is None:
+            raise SearchDown(down.reason, retry_after=down.retry_after, detail=(
+                f"Search is unavailable ({down.reason}) and this query has no cached answer; retry shortly."
+            )) from down
+        return {**stale, "took_ms": plan.elapsed_ms(), "degraded": True, "cache": "hit"}
+    body = SearchOutput(answer).data
+    cache.store_result(fresh_key, good_key, body)
+    return body
 
 
 HIT_EXAMPLE = {
@@ -219,28 +273,4 @@ class SearchApi(APIView):
     def search(self, data: dict) -> Response:
         values = validated_search_input(data)
         api_key = None if is_staff(self.request) else request_api_key(self.request)
-        kb_slugs = values.get("kb") or self.default_kbs(api_key)
-        result = search_knowledge(
-            kb_slugs=kb_slugs,
-            query=values["q"],
-            mode=values["mode"],
-            sources=values.get("sources", []),
-            tags=values.get("tags", []),
-            date_from=values.get("date_from"),
-            date_to=values.get("date_to"),
-            page=values["page"],
-            size=values["size"],
-            highlight=values["highlight"],
-            collapse=not values["chunks"],
-            api_key=api_key,
-        )
-        return Response(result)
-
-    def default_kbs(self, api_key) -> list[str]:
-        if api_key is not None:
-            slugs = sorted(api_key.granted)  # read with the key (knowledge.authentication)
-        else:
-            slugs = list(KnowledgeBase.objects.values_list("slug", flat=True))
-        if not slugs:
-            raise PermissionDenied("No knowledge base to search.")
-        return slugs
+        return Response(search_response(values, api_key=api_key))

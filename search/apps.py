@@ -1,12 +1,14 @@
 from django.apps import AppConfig
 
+from kbportal.health import register
+
 
 class SearchConfig(AppConfig):
     name = "search"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from kbportal.health import register
+        # search.services imports models: importable only once the app registry is ready.
         from search.services import search_health
 
         register("search", search_health)  # the search server, its index and the search breaker's state

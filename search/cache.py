@@ -1,13 +1,13 @@
-"""Redis caches of the search service: query embeddings and search results.
+"""Redis caches of search: the service's query embeddings and the search API's response bodies.
 
 All entries live in the django-redis `default` cache (so under KB_CACHE_PREFIX):
 
 - `search:emb:<embedder>:<sha256 of the normalised query>`: the query vector as float32 bytes
   (Elasticsearch stores vectors as float32, so nothing is lost), KB_EMBED_CACHE_SECONDS.
-- `search:res:<fingerprint>:<generations>`: a result, KB_SEARCH_CACHE_SECONDS. The generations of
+- `search:res:<fingerprint>:<generations>`: a body, KB_SEARCH_CACHE_SECONDS. The generations of
   the searched knowledge bases are part of the key: an ingest or delete bumps its knowledge base's
   generation, so the next identical request misses instead of returning what the index no longer says.
-- `search:good:<fingerprint>`: the last good result whatever the generations, KB_SEARCH_STALE_SECONDS;
+- `search:good:<fingerprint>`: the last good body whatever the generations, KB_SEARCH_STALE_SECONDS;
   served with `degraded: true` only while the search server cannot answer.
 
 A cache failure never fails a search: reads miss and writes are dropped, with a warning.
@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
-from kbportal.cache_backend import CACHE_ERRORS, log_cache_error
+from kbportal.redis_gate import CACHE_ERRORS, log_cache_error
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from knowledge.embedders import get_embedder
 from knowledge.models import Document, KnowledgeBase
 from search.client import SearchUnavailable
-from search.embedders import get_embedder
 from search.query import MODES, SearchRequest, SearchResult, search
 
 METRICS = ("ndcg@10", "map", "recall@100")

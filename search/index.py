@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from elasticsearch import BadRequestError, NotFoundError, helpers
-from elasticsearch.dsl import Date, DenseVector, Document, Index, Integer, Keyword, MetaField, Text
+from elasticsearch_dsl import Date, DenseVector, Document, Index, Integer, Keyword, MetaField, Text
 
 from search.client import SearchError, SearchUnavailable, get_client, is_missing_index, unavailable_on_failure
 

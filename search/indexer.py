@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from elasticsearch import helpers
-from elasticsearch.dsl import Q, Search
-from elasticsearch.dsl.query import Query
+from elasticsearch_dsl import Q, Search
+from elasticsearch_dsl.query import Query
 
 from search.analysis import DEFAULT_LANGUAGE, analyze
 from search.client import SearchError, SearchUnavailable, get_client, is_missing_index, unavailable_on_failure

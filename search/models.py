@@ -14,6 +14,8 @@ from knowledge.models import ApiKey, KnowledgeBase
 
 
 class AnswerTask(ClaimableJob):
+    """A question asked of a knowledge base, with its answer and citations once a worker wrote them."""
+
     kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="answer_tasks")
     question = models.TextField()
     mode = models.CharField(max_length=16, default="hybrid")
@@ -40,7 +42,7 @@ class AnswerTask(ClaimableJob):
     reused_from = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     expires_at = models.DateTimeField(db_index=True)
 
-    rq_function = "search.tasks.run_answer_task"
+    rq_function = "search.asking.tasks.run_answer_task"
     fixed_queue = "answers"
 
     class Meta:

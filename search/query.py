@@ -41,8 +41,8 @@ from datetime import date
 
 from django.conf import settings
 from elasticsearch import ApiError
-from elasticsearch.dsl import MultiSearch, Q, Search
-from elasticsearch.dsl.query import Query
+from elasticsearch_dsl import MultiSearch, Q, Search
+from elasticsearch_dsl.query import Query
 
 from search.analysis import DEFAULT_LANGUAGE, analyze
 from search.client import SearchError, SearchUnavailable, get_client, unavailable_on_failure
@@ -51,6 +51,7 @@ from search.index import alias_name
 from search.snippets import snippet
 
 MODES = ("hybrid", "keyword", "semantic")
+MAX_QUERY_CHARS = 1000
 MAX_SIZE = 100
 MAX_DEPTH = 500
 MAX_WINDOW = 1000
@@ -66,6 +67,9 @@ SOURCE_EXCLUDES = ["embedding", "title_terms", "content_terms"]
 
 @dataclass
 class SearchRequest:
+    """What to search, as valid values: `mode` one of MODES, at least one knowledge base, `size` at
+    most MAX_SIZE and `page * size` at most MAX_DEPTH (`search.api.SearchInput` checks a request)."""
+
     query: str
     #: The knowledge bases' ids as the index files their chunks (`search.services` maps slugs to them).
     kbs: list[str]
@@ -84,21 +88,6 @@ class SearchRequest:
     weights: dict[str, float] | None = None
     #: Language of each knowledge base's text by id (`search.analysis`); unnamed ones are English.
     languages: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.query = (self.query or "").strip()
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}")
-        if not self.kbs:
-            raise ValueError("at least one knowledge base is required")
-        if self.mode != "semantic" and not self.query:
-            raise ValueError("query text is required")
-        if not 1 <= self.size <= MAX_SIZE:
-            raise ValueError(f"size must be between 1 and {MAX_SIZE}")
-        if self.page < 1 or self.page * self.size > MAX_DEPTH:
-            raise ValueError(f"page must be >= 1 and page * size <= {MAX_DEPTH}")
-        if set(self.weights or {}) - {"keyword", "semantic"}:
-            raise ValueError("weights may only name keyword and semantic")
 
     @property
     def window(self) -> int:

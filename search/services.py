@@ -1,62 +1,82 @@
-"""The query service the search API, the `search` command and the evaluation share.
+"""The search service the search API, the `search` command, the dashboard and answering share.
 
-`search_knowledge` takes a request from any caller and answers it:
+`plan_search` resolves a request against its knowledge bases: it reads them (unknown ->
+`UnknownKnowledgeBase`, not granted to the API key -> `NotAllowed`) with their generation,
+embedder and language - from the key's grants, read with the key itself (knowledge.authentication),
+or with one query - and normalises the request, which from then on names knowledge bases by id, as
+the index does. `run_search` runs a plan: the query vector comes from the embedding cache or the
+knowledge base's embedder, and `search.query.search` runs through the "search" circuit breaker (one
+`_msearch` round trip). An open breaker or a failing search server raises `SearchDown`, a query
+the server rejects `SearchRefused`. `search_knowledge` plans and runs in one call.
 
-1. the named knowledge bases are read (existence -> 404, the API key's grant -> 403, generation
-   and embedder): from the key's grants, read with the key itself (knowledge.authentication), or
-   with one query;
-2. the result cache is looked up with the normalised request and those generations, together with
-   the query's cached embedding (one round trip): a hit returns at once, without touching the
-   search server or the embedder;
-3. on a miss the query vector comes from the embedding cache or the knowledge base's embedder, and
-   `search.query.search` runs through the "search" circuit breaker (one `_msearch` round trip);
-4. when the breaker is open or the search server fails, the last good result for the request is
-   served with `degraded: true`; with none, `ServiceUnavailable` (503 with Retry-After).
+The arguments are valid values: the API and the `search` command validate them once, with
+`search.api.SearchInput`. Nothing here caches results: the API caches the bodies it answers with
+(`search.api.search_response`), so that a cache hit serialises nothing.
 """
 
-import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from datetime import time as dtime
+from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import connection
-from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 
 from kbportal.breaker import OPEN, CircuitBreaker, CircuitOpen, shared_breaker
-from kbportal.errors import ServiceUnavailable
 from kbportal.health import ComponentDown
-from kbportal.metrics import embedding_timer, observe_search
-from knowledge.models import ApiKey, KnowledgeBase
-from knowledge.selectors import key_grant_table
+from kbportal.metrics import embedding_timer
+from knowledge.embedders import get_embedder
+from knowledge.errors import NotAllowed
+from knowledge.models import ApiKey
+from knowledge.selectors import KbState, knowledge_base_states
 from search import cache
 from search.client import SearchError, SearchUnavailable, failure_in_words
-from search.embedders import get_embedder
+from search.errors import MixedEmbedders, SearchDown, SearchRefused
 from search.index import health_check
-from search.query import MAX_DEPTH, MAX_SIZE, MODES, SearchRequest, search
+from search.query import SearchHit, SearchRequest, search
 
-MAX_QUERY_CHARS = 1000
 #: Retry-After (seconds) of a 503 when a search failed but the breaker is still closed.
 RETRY_AFTER_SECONDS = 1
 
 
-class SearchRefused(APIException):
-    """The search server rejected the query (a bug or an unsupported input, not an outage)."""
+@dataclass(frozen=True)
+class SearchPlan:
+    """A request resolved against its knowledge bases (`kbs`, in the order of their sorted slugs)."""
 
-    status_code = 502
-    default_code = "search_refused"
-    default_detail = "The search server refused the query."
+    request: SearchRequest
+    kbs: list[KbState]
+    #: The embedder of the query vector; empty in keyword mode, which needs none.
+    embedder: str
+    #: The request and embedder as one digest: equal plans on equal generations find the same hits.
+    fingerprint: str
+    #: When the search began (`time.perf_counter()`), for `took_ms`.
+    started: float
+
+    @property
+    def generations(self) -> list[int]:
+        return [kb.generation for kb in self.kbs]
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 2)
 
 
 @dataclass(frozen=True)
-class KbState:
-    id: int
-    slug: str
-    generation: int
-    embedder: str
-    language: str
+class SearchAnswer:
+    """A page of hits, each naming its knowledge base by slug.
+
+    `total` hits are available to page through ("gte": at least that many); `search_ms` is the
+    search server's round trip, `took_ms` the whole search from its plan on.
+    """
+
+    hits: list[SearchHit]
+    total: int
+    total_relation: str
+    mode: str
+    page: int
+    size: int
+    search_ms: float
+    took_ms: float
 
 
 # --- the breaker ---------------------------------------------------------------------------------
@@ -107,103 +127,100 @@ def _duration_in_words(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-# --- knowledge bases -----------------------------------------------------------------------------
-
-
-def _states_sql() -> str:
-    kb_table = KnowledgeBase._meta.db_table
-    grant_table, key_column, kb_column = key_grant_table()
-    return (
-        f"SELECT kb.id, kb.slug, kb.generation, kb.embedder, kb.language, EXISTS (SELECT 1 FROM {grant_table} g "
-        f"WHERE g.{key_column} = %s AND g.{kb_column} = kb.id) "
-        f"FROM {kb_table} kb WHERE kb.slug = ANY(%s)"
-    )
-
-
-def knowledge_base_states(kb_slugs: list[str], *, api_key: ApiKey | None = None) -> list[KbState]:
-    """The named knowledge bases in the order given.
-
-    NotFound for an unknown slug; PermissionDenied when `api_key` is given and lacks one of them.
-    A key authenticated in this request brings its granted knowledge bases along (`granted`, read
-    with the key in the same query): when it names only those, no query is needed. Otherwise one
-    query, in plain SQL because this runs on every search, cache hits included: the ORM spent more
-    time compiling it (with its grant subquery) than PostgreSQL spent answering it.
-    """
-    granted = getattr(api_key, "granted", None)
-    if granted is not None and all(slug in granted for slug in kb_slugs):
-        return [KbState(kb.id, kb.slug, kb.generation, kb.embedder, kb.language) for kb in map(granted.get, kb_slugs)]
-    with connection.cursor() as cursor:
-        cursor.execute(_states_sql(), [api_key.pk if api_key is not None else None, list(kb_slugs)])
-        found = {row[1]: row for row in cursor.fetchall()}
-    unknown = [slug for slug in kb_slugs if slug not in found]
-    if unknown:
-        raise NotFound(f"No knowledge base {', '.join(map(repr, unknown))}.")
-    if api_key is not None:
-        refused = [slug for slug in kb_slugs if not found[slug][5]]
-        if refused:
-            raise PermissionDenied(f"This API key may not search {', '.join(map(repr, refused))}.")
-    return [KbState(*found[slug][:5]) for slug in kb_slugs]
-
-
 # --- the service ---------------------------------------------------------------------------------
 
 
-def _end_of_day(value: date | str | None) -> date | str | None:
-    """`date_to` is inclusive: a bare date means up to the end of that day."""
-    if isinstance(value, date) and not isinstance(value, datetime):
-        return datetime.combine(value, dtime.max).isoformat(timespec="milliseconds") + "Z"
-    return value
-
-
-def build_request(
+def plan_search(
     *,
-    kb_slugs: list[str],
+    kb_slugs: Sequence[str],
     query: str,
-    mode: str,
-    sources: list[int | str],
-    tags: list[str],
-    date_from: date | str | None,
-    date_to: date | str | None,
-    page: int,
-    size: int,
-    highlight: bool,
-    collapse: bool,
-    weights: dict[str, float] | None,
-) -> SearchRequest:
-    """A validated, normalised request (sorted, de-duplicated lists; normalised text)."""
-    errors = {}
-    text = cache.normalise_query(query or "")
-    if not text:
-        errors["q"] = "The query must not be empty."
-    elif len(text) > MAX_QUERY_CHARS:
-        errors["q"] = f"The query may have at most {MAX_QUERY_CHARS} characters."
-    if mode not in MODES:
-        errors["mode"] = f"Choose one of {', '.join(MODES)}."
-    if not 1 <= size <= MAX_SIZE:
-        errors["size"] = f"Ensure this value is between 1 and {MAX_SIZE}."
-    elif page < 1 or page * size > MAX_DEPTH:
-        errors["page"] = f"page must be at least 1 and page * size at most {MAX_DEPTH}."
-    if not kb_slugs:
-        errors["kb"] = "Name at least one knowledge base."
-    if errors:
-        raise ValidationError(errors)
+    mode: str = "hybrid",
+    sources: Sequence[int] = (),
+    tags: Sequence[str] = (),
+    date_from: date | None = None,
+    date_to: date | None = None,
+    page: int = 1,
+    size: int = 10,
+    highlight: bool = True,
+    collapse: bool = True,
+    api_key: ApiKey | None = None,
+    kb_states: list[KbState] | None = None,
+) -> SearchPlan:
+    """The request resolved against the named knowledge bases, normalised (query text, sorted and
+    de-duplicated lists, `date_to` to the end of its day).
+
+    `api_key`: when given, every knowledge base must be granted to it; staff and in-process
+    callers pass None. `kb_states`: the knowledge bases of `kb_slugs` as a staff caller already
+    read them (`knowledge_base_states`), so that a search run in a thread of its own does not touch
+    the database. Raises UnknownKnowledgeBase, NotAllowed (also when there is no knowledge base to
+    search) and MixedEmbedders.
+    """
+    started = time.perf_counter()
+    slugs = sorted(set(kb_slugs))
+    if not slugs:
+        raise NotAllowed("No knowledge base to search.")
+    kbs = kb_states if kb_states is not None else knowledge_base_states(slugs, api_key=api_key)
+    request = SearchRequest(
+        query=cache.normalise_query(query),
+        # A slug can be reused after a delete, an id never is (and so neither is a cache key built from ids).
+        kbs=[str(kb.id) for kb in kbs],
+        mode=mode,
+        sources=sorted({str(source) for source in sources}),
+        tags=sorted(set(tags)),
+        date_from=date_from,
+        date_to=_end_of_day(date_to),
+        page=page,
+        size=size,
+        highlight=highlight,
+        collapse=collapse,
+        languages={str(kb.id): kb.language for kb in kbs},
+    )
+    embedder = _embedder_of(kbs) if mode != "keyword" else ""
+    # vars(), not asdict(): the fields are plain values and lists, and asdict deep-copies them all.
+    fingerprint = cache.fingerprint({**vars(request), "embedder": embedder})
+    return SearchPlan(request=request, kbs=kbs, embedder=embedder, fingerprint=fingerprint, started=started)
+
+
+def run_search(plan: SearchPlan, *, vector: list[float] | None = None) -> SearchAnswer:
+    """The page of hits the plan asks for. `vector`: the query's embedding when the caller already
+    has it; otherwise it comes from the embedding cache or the embedder.
+
+    Raises SearchDown (breaker open, or the search server failing) and SearchRefused.
+    """
+    breaker = search_breaker()
     try:
-        return SearchRequest(
-            query=text,
-            kbs=sorted(set(kb_slugs)),
-            mode=mode,
-            sources=sorted({str(source) for source in sources}),
-            tags=sorted(set(tags)),
-            date_from=date_from,
-            date_to=_end_of_day(date_to),
-            page=page,
-            size=size,
-            highlight=highlight,
-            collapse=collapse,
-            weights=weights,
-        )
-    except ValueError as exc:
-        raise ValidationError(str(exc))
+        if plan.embedder and vector is None:
+            vector = cache.get_embedding(plan.embedder, plan.request.query)
+        if plan.embedder and vector is None:
+            # Embedding can take milliseconds (MiniLM): do not spend them when the search cannot run.
+            state = breaker.state()
+            if state["state"] == OPEN:
+                raise CircuitOpen(breaker.name, state["retry_after"])
+            vector = embed_query(plan.embedder, plan.request.query)
+        result = breaker.call(search, plan.request, vector)
+    except CircuitOpen as exc:
+        raise SearchDown("circuit open", retry_after=exc.retry_after) from exc
+    except SearchUnavailable as exc:
+        raise SearchDown("search server failing", retry_after=RETRY_AFTER_SECONDS) from exc
+    except SearchError as exc:
+        raise SearchRefused(str(exc)[:300]) from exc
+    slugs = {str(kb.id): kb.slug for kb in plan.kbs}  # the index knows a knowledge base by its id
+    return SearchAnswer(
+        hits=[replace(hit, kb=slugs[hit.kb]) for hit in result.hits],
+        total=result.total,
+        total_relation=result.total_relation,
+        mode=result.mode,
+        page=result.page,
+        size=result.size,
+        search_ms=result.took_ms,
+        took_ms=plan.elapsed_ms(),
+    )
+
+
+def search_knowledge(**arguments: Any) -> SearchAnswer:
+    """Plan (`plan_search`'s keyword arguments) and run a search at once, for callers that keep no
+    result cache: answering, the dashboard's playground."""
+    return run_search(plan_search(**arguments))
 
 
 def query_vector(embedder_name: str, text: str) -> list[float]:
@@ -220,125 +237,15 @@ def embed_query(embedder_name: str, text: str) -> list[float]:
     return vector
 
 
+def _end_of_day(value: date | None) -> date | str | None:
+    """`date_to` is inclusive: a bare date means up to the end of that day."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime.combine(value, dtime.max).isoformat(timespec="milliseconds") + "Z"
+    return value
+
+
 def _embedder_of(kbs: list[KbState]) -> str:
     embedders = {kb.embedder for kb in kbs}
     if len(embedders) > 1:
-        # Vectors of different models live in different spaces: one query vector cannot serve both.
-        raise ValidationError({"kb": "These knowledge bases use different embedders; search them one at a time "
-                                     "or use mode=keyword."})
+        raise MixedEmbedders()
     return embedders.pop()
-
-
-def _result_body(result, *, started: float, slugs: dict[str, str]) -> dict:
-    """The API's answer; `slugs` names each hit's knowledge base (the index knows only its id)."""
-    return {
-        "hits": [
-            {
-                "document_id": hit.document_id,
-                "title": hit.title,
-                "source_id": hit.source_id,
-                "kb": slugs[hit.kb],
-                "score": hit.score,
-                "snippet": hit.snippet,
-                "position": hit.position,
-                "chunk_id": hit.chunk_id,
-                "url": hit.url,
-                "tags": hit.tags,
-                "ranks": hit.ranks,
-            }
-            for hit in result.hits
-        ],
-        "total": result.total,
-        "total_relation": result.total_relation,
-        "mode": result.mode,
-        "page": result.page,
-        "size": result.size,
-        "took_ms": _elapsed_ms(started),
-        "search_ms": result.took_ms,
-        "degraded": False,
-        "cache": "miss",
-    }
-
-
-def _elapsed_ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 2)
-
-
-def _fallback(fresh_key: str, good_key: str, *, started: float, retry_after: float, reason: str) -> dict:
-    cached = cache.get_result(fresh_key) or cache.get_result(good_key)
-    if cached is None:
-        raise ServiceUnavailable(
-            f"Search is unavailable ({reason}) and this query has no cached answer; retry shortly.",
-            retry_after=max(1, math.ceil(retry_after)),
-        )
-    return {**cached, "took_ms": _elapsed_ms(started), "degraded": True, "cache": "hit"}
-
-
-@observe_search
-def search_knowledge(
-    *,
-    kb_slugs: list[str],
-    query: str,
-    mode: str = "hybrid",
-    sources: list[int | str] = (),
-    tags: list[str] = (),
-    date_from: date | str | None = None,
-    date_to: date | str | None = None,
-    page: int = 1,
-    size: int = 10,
-    highlight: bool = True,
-    collapse: bool = True,
-    weights: dict[str, float] | None = None,
-    api_key: ApiKey | None = None,
-    use_cache: bool = True,
-    kb_states: list[KbState] | None = None,
-) -> dict:
-    """Search knowledge bases; the answer as the API returns it.
-
-    `api_key`: when given, every knowledge base must be granted to it (PermissionDenied otherwise);
-    staff and in-process callers pass None. `kb_states`: the knowledge bases of `kb_slugs` as a
-    staff caller already read them (`knowledge_base_states`), so that a search run in a thread of its
-    own does not touch the database; no key is checked then. Raises ValidationError (bad input), NotFound (unknown
-    knowledge base), ServiceUnavailable (search server down and nothing cached), SearchRefused.
-    `took_ms` is this call's time; `search_ms` the search itself when it ran (or when cached, ran).
-    """
-    started = time.perf_counter()
-    request = build_request(
-        kb_slugs=list(kb_slugs), query=query, mode=mode, sources=list(sources), tags=list(tags),
-        date_from=date_from, date_to=date_to, page=page, size=size, highlight=highlight,
-        collapse=collapse, weights=weights,
-    )
-    kbs = kb_states if kb_states is not None else knowledge_base_states(request.kbs, api_key=api_key)
-    # From here on the request names knowledge bases by id, as the index does: a slug can be
-    # reused after a delete, an id never is (and so neither is a cache key built from ids).
-    request.kbs = [str(kb.id) for kb in kbs]
-    request.languages = {str(kb.id): kb.language for kb in kbs}
-    embedder = _embedder_of(kbs) if mode != "keyword" else ""
-    # vars(), not asdict(): the fields are plain values and lists, and asdict deep-copies them all.
-    request_fingerprint = cache.fingerprint({**vars(request), "embedder": embedder})
-    fresh_key, good_key = cache.result_keys(request_fingerprint, [kb.generation for kb in kbs])
-    # One round trip for both: on a miss the query's cached embedding is already at hand.
-    cached, vector = cache.lookup(fresh_key if use_cache else None, embedder, request.query)
-    if cached is not None:
-        return {**cached, "took_ms": _elapsed_ms(started), "cache": "hit"}
-
-    breaker = search_breaker()
-    try:
-        if embedder and vector is None:
-            # Embedding can take milliseconds (MiniLM): do not spend them when the search cannot run.
-            state = breaker.state()
-            if state["state"] == OPEN:
-                raise CircuitOpen(breaker.name, state["retry_after"])
-            vector = embed_query(embedder, request.query)
-        result = breaker.call(search, request, vector)
-    except CircuitOpen as exc:
-        return _fallback(fresh_key, good_key, started=started, retry_after=exc.retry_after, reason="circuit open")
-    except SearchUnavailable:
-        return _fallback(fresh_key, good_key, started=started, retry_after=RETRY_AFTER_SECONDS,
-                         reason="search server failing")
-    except SearchError as exc:
-        raise SearchRefused(str(exc)[:300])
-    body = _result_body(result, started=started, slugs={str(kb.id): kb.slug for kb in kbs})
-    if use_cache:
-        cache.store_result(fresh_key, good_key, body)
-    return body

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
 
-from kbportal.serving import free_port
+from bench.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,3 +65,12 @@ def search_index(django_db_blocker):
 
     ensure_index(dims=384)
     return settings.KB_ES_INDEX
+
+
+@pytest.fixture
+def staff_api(db):
+    """An API client signed in as staff."""
+    user = get_user_model().objects.create_user("ops", password="pw", is_staff=True)
+    client = APIClient()
+    client.force_authenticate(user)
+    return client

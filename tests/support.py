@@ -17,9 +17,8 @@ import httpx
 import redis
 from django.conf import settings
 
-from kbportal.serving import free_port, start_web_process, wait_live
-from kbportal.worker import process_environment, start_worker_process
-from search.embedders import HashingEmbedder
+from bench.processes import free_port, process_environment, start_web_process, start_worker_process, wait_live
+from knowledge.embedders import HashingEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_KEY = "kb:test:embedded"

@@ -4,9 +4,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from ingestion.models import IngestionJob
-from ingestion.services import kb_create
 from kbportal.claiming import JobStatus
-from knowledge.services import source_create
+from knowledge.services import knowledge_base_create, source_create
 
 
 @pytest.fixture
@@ -33,7 +32,7 @@ def staff_client(client, staff_user):
 @pytest.fixture
 def kb(db):
     slug = f"d-{uuid.uuid4().hex[:8]}"
-    return kb_create(slug=slug, name=f"Docs {slug}", embedder="hashing")
+    return knowledge_base_create(slug=slug, name=f"Docs {slug}", embedder="hashing")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from kbportal.claiming import JobStatus
-from search.answering import AnswerRunner
+from search.asking.answering import AnswerRunner
 from search.models import AnswerTask
 from tests.search.search_kbs import document_id, ingest, make_kb
 

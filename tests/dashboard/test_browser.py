@@ -12,10 +12,9 @@ from django.contrib.auth import get_user_model
 from django.db import connections
 from playwright.sync_api import Page, expect, sync_playwright
 
-from ingestion.pipeline import IngestionRunner
+from bench.processes import free_port, start_worker_process
 from ingestion.services import source_sync
-from kbportal.serving import free_port
-from kbportal.worker import start_worker_process
+from ingestion.tasks import run_ingestion_job
 from knowledge.models import Source
 from search.client import get_client, reset_client
 from tests.support import ROOT, stop_worker, wait_for_http, worker_env
@@ -176,7 +175,7 @@ def test_operator_creates_a_kb_watches_ingestion_live_searches_and_manages_keys(
     asgi_server.stop()
     expect(page.locator("[data-live-status]")).to_have_attribute("data-state", "reconnecting")
     missed = source_sync(source=Source.objects.get(name="Vacation policy"))
-    assert IngestionRunner.execute(missed.pk) == "succeeded"
+    assert run_ingestion_job(missed.pk) == "succeeded"
     asgi_server.start()
     missed_row = page.locator(f'#jobs tr[data-job-id="{missed.pk}"]')
     expect(missed_row.locator('[data-field="status"]')).to_have_text("succeeded", timeout=30_000)

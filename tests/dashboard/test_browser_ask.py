@@ -4,7 +4,7 @@ the sources and the sources to the documents; cancel, a server restart mid-answe
 resync), an extractive answer, and the same question without JavaScript.
 
 The `support` knowledge base answers through the `openai` generator pointed at the stand-in model
-server (search.standin_llm: scripted server-sent events, not a model - none can run here), slowed
+server (bench.standin_llm: scripted server-sent events, not a model - none can run here), slowed
 down so the stream is visible; `handbook` uses the default extractive generator.
 """
 
@@ -16,11 +16,11 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
-from ingestion.services import kb_create
+from bench.processes import start_worker_process
+from bench.standin_llm import StandinLLM
 from kbportal.claiming import JobStatus
-from kbportal.worker import start_worker_process
+from knowledge.services import knowledge_base_create
 from search.models import AnswerTask
-from search.standin_llm import StandinLLM
 from tests.dashboard.test_browser import (  # noqa: F401  (fixtures)
     SLOW_SEARCH_SERVER,
     AsgiServer,
@@ -56,8 +56,8 @@ def standin():
 def knowledge_bases(transactional_db, search_index, patient_search_client):  # noqa: F811
     # Unique slugs: the search index outlives test databases, and retrieval filters by slug.
     suffix = uuid.uuid4().hex[:8]
-    handbook = kb_create(slug=f"handbook-{suffix}", name="Staff handbook", embedder="hashing")
-    support = kb_create(slug=f"support-{suffix}", name="IT support", embedder="hashing")
+    handbook = knowledge_base_create(slug=f"handbook-{suffix}", name="Staff handbook", embedder="hashing")
+    support = knowledge_base_create(slug=f"support-{suffix}", name="IT support", embedder="hashing")
     ingest(handbook, HANDBOOK)
     ingest(support, SUPPORT)
     return SimpleNamespace(handbook=handbook.slug, support=support.slug)

@@ -7,10 +7,11 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
+from bench.processes import start_worker_process
 from ingestion.models import IngestionJob, JobKind
-from ingestion.pipeline import IngestionRunner
-from ingestion.services import kb_create, source_add
-from kbportal.worker import start_worker_process
+from ingestion.services import source_add
+from ingestion.tasks import run_ingestion_job
+from knowledge.services import knowledge_base_create
 from tests.dashboard.test_browser import (  # noqa: F401  (fixtures)
     SLOW_SEARCH_SERVER,
     artifacts,
@@ -28,11 +29,11 @@ def test_operator_deletes_a_source_then_the_knowledge_base_and_reuses_its_slug(
     asgi_server, browser_page, artifacts, patient_search_client  # noqa: F811
 ):
     get_user_model().objects.create_user("operator", password="pw-operator-1", is_staff=True)
-    kb = kb_create(slug="clients", name="Client files", embedder="hashing")
+    kb = knowledge_base_create(slug="clients", name="Client files", embedder="hashing")
     for name, text in {"Contracts": "The Aldebaran contract renews every spring.",
                        "Invoices": "Invoice numbers of Aldebaran start with AX."}.items():
         _, job = source_add(kb=kb, kind="text", name=name, config={"text": text})
-        assert IngestionRunner.execute(job.pk) == "succeeded"
+        assert run_ingestion_job(job.pk) == "succeeded"
     page = browser_page
     page.goto(f"{asgi_server.url}/accounts/login/?next=/dashboard/kbs/clients/")
     page.get_by_label("User name").fill("operator")
@@ -77,7 +78,7 @@ def test_operator_deletes_a_source_then_the_knowledge_base_and_reuses_its_slug(
     expect(page.get_by_role("row", name="Client files")).to_have_count(0)
 
     # Same slug, new knowledge base: nothing of the old one in any mode.
-    kb_create(slug="clients", name="New client files", embedder="hashing")
+    knowledge_base_create(slug="clients", name="New client files", embedder="hashing")
     page.goto(f"{asgi_server.url}/dashboard/search/?kb=clients&q=Aldebaran+contract")
     for mode in ("hybrid", "keyword", "semantic"):
         expect(page.locator(f'[data-mode="{mode}"]')).to_be_visible()

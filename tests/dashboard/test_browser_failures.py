@@ -12,11 +12,12 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
+from bench.processes import start_worker_process
 from ingestion.models import IngestionJob
-from ingestion.services import kb_create, store_upload, upload_add
+from ingestion.services import store_upload, upload_add
 from kbportal.claiming import JobStatus
-from kbportal.worker import start_worker_process
-from search.asking import answer_submit
+from knowledge.services import knowledge_base_create
+from search.asking.services import answer_submit
 from search.models import AnswerTask
 from tests.dashboard.test_browser import (  # noqa: F401  (fixtures)
     SLOW_SEARCH_SERVER,
@@ -26,7 +27,7 @@ from tests.dashboard.test_browser import (  # noqa: F401  (fixtures)
     patient_search_client,
     shot,
 )
-from tests.search.ask_support import run_in_thread
+from tests.search.asking.ask_support import run_in_thread
 from tests.search.search_kbs import ingest
 from tests.support import stop_worker, worker_env
 
@@ -66,7 +67,7 @@ def start_worker(artifacts):  # noqa: F811
 
 
 def new_kb(name: str):
-    return kb_create(slug=f"b-{uuid.uuid4().hex[:8]}", name=name, embedder="hashing")
+    return knowledge_base_create(slug=f"b-{uuid.uuid4().hex[:8]}", name=name, embedder="hashing")
 
 
 def test_a_failed_job_is_red_with_its_reason_in_the_lists_and_on_its_page(

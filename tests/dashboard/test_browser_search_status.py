@@ -11,9 +11,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
-from kbportal.errors import ServiceUnavailable
 from search.client import reset_client
-from search.services import search_breaker, search_knowledge
+from search.errors import SearchDown
+from search.services import SearchAnswer, search_breaker, search_knowledge
 from tests.dashboard.test_browser import artifacts, asgi_server, browser_page, shot  # noqa: F401  (fixtures)
 from tests.search.search_kbs import make_kb
 from tests.support import TcpProxy
@@ -38,8 +38,8 @@ def proxy(settings, search_index):
         reset_client()
 
 
-def search(kb, query: str) -> dict:
-    return search_knowledge(kb_slugs=[kb.slug], query=query, mode="keyword", use_cache=False)
+def search(kb, query: str) -> SearchAnswer:
+    return search_knowledge(kb_slugs=[kb.slug], query=query, mode="keyword")
 
 
 def test_overview_shows_search_failing_in_red_then_up(asgi_server, browser_page, artifacts, proxy):  # noqa: F811
@@ -47,7 +47,7 @@ def test_overview_shows_search_failing_in_red_then_up(asgi_server, browser_page,
     kb = make_kb("o")
     proxy.stop()
     for n in range(2):
-        with pytest.raises(ServiceUnavailable):
+        with pytest.raises(SearchDown):
             search(kb, f"failing query {n}")
     assert search_breaker().state()["state"] == "open"
 
@@ -68,7 +68,7 @@ def test_overview_shows_search_failing_in_red_then_up(asgi_server, browser_page,
     # The server is back; once the open second is over, the next search is the probe and succeeds.
     proxy.start()
     page.wait_for_timeout(1100)
-    assert search(kb, "lighthouse")["degraded"] is False
+    assert search(kb, "lighthouse").hits == []  # answered (the knowledge base is empty)
     page.reload()
     expect(component.locator(".badge")).to_have_text("up")
     expect(page.get_by_test_id("search-failing")).to_have_count(0)

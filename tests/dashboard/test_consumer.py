@@ -9,8 +9,8 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 from django.test import Client
 
-from ingestion import consumers
-from ingestion.consumers import MIN_INTERVAL
+from dashboard import consumers
+from dashboard.consumers import MIN_INTERVAL
 from ingestion.services import job_state
 from kbportal.asgi import application
 from kbportal.claiming import JobStatus

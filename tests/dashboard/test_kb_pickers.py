@@ -6,9 +6,8 @@ import re
 import pytest
 from django.urls import reverse
 
-from ingestion.services import kb_create
 from knowledge.models import Document, DocumentStatus
-from knowledge.services import source_create
+from knowledge.services import knowledge_base_create, source_create
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +22,7 @@ def selected(page: str) -> str:
 
 
 def with_documents(slug: str, count: int):
-    kb = kb_create(slug=slug, name=slug.title(), embedder="hashing")
+    kb = knowledge_base_create(slug=slug, name=slug.title(), embedder="hashing")
     source = source_create(kb=kb, kind="text", name="notes", config={"text": "x"})
     for n in range(count):
         Document.objects.create(source=source, key=f"doc-{n}", title=f"Doc {n}", status=DocumentStatus.INDEXED)

@@ -44,7 +44,7 @@ def test_a_mode_the_search_server_refuses_does_not_stop_the_others(staff_client,
     assert all(results[mode].error.startswith("search failed (400)") for mode in ("semantic", "hybrid"))
     assert results["keyword"].error == ""
     assert len(results["keyword"].hits) == 3
-    assert all("Vacation rule" in hit["title"] for hit in results["keyword"].hits)
+    assert all("Vacation rule" in hit.title for hit in results["keyword"].hits)
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from ingestion.localsite import LocalSite, article_text
+from bench.localsite import LocalSite, article_text
 from ingestion.models import IngestionJob
-from ingestion.pipeline import IngestionRunner
 from ingestion.services import job_cancel, job_state, source_add, source_sync
+from ingestion.tasks import run_ingestion_job
 from kbportal.claiming import JobStatus
 from knowledge.models import Document, DocumentStatus
 from knowledge.storage import get_object_store
@@ -37,7 +37,7 @@ def crawl_job(kb, site, **config):
 
 
 def run(job) -> IngestionJob:
-    IngestionRunner.execute(job.pk)
+    run_ingestion_job(job.pk)
     return IngestionJob.objects.select_related("kb").get(pk=job.pk)
 
 

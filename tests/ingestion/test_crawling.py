@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
+from bench.localsite import LocalSite
 from ingestion.crawl_parsing import parse_html, parse_sitemap
 from ingestion.crawling import KnownPage, crawl
-from ingestion.localsite import LocalSite
 from knowledge.source_config import validate_source_config
 
 

@@ -13,11 +13,11 @@ from rest_framework.test import APIClient
 
 from ingestion.models import IngestionJob, JobKind
 from ingestion.orphans import sweep_orphans
-from ingestion.pipeline import IngestionRunner
-from ingestion.services import kb_create, knowledge_base_delete, source_add, source_delete, store_upload
+from ingestion.services import knowledge_base_delete, source_add, source_delete, store_upload
+from ingestion.tasks import run_ingestion_job
 from kbportal.claiming import FINISHED_STATUSES, JobStatus
 from knowledge.models import Document, KnowledgeBase, Source
-from knowledge.services import api_key_create
+from knowledge.services import api_key_create, knowledge_base_create
 from knowledge.storage import get_object_store
 from search.client import get_client
 from search.indexer import bulk_upsert
@@ -97,23 +97,23 @@ def test_a_source_deleted_while_its_sync_runs_leaves_no_chunk_behind(kb, delete_
 
 
 def test_a_deleted_knowledge_base_stays_invisible_to_a_new_one_with_its_slug(search_index):
-    old = kb_create(slug="tenant-reused", name="Old tenant", embedder="hashing")
+    old = knowledge_base_create(slug="tenant-reused", name="Old tenant", embedder="hashing")
     _, sync = source_add(kb=old, kind="text", name="secret",
                          config={"text": "The quarterly merger plan of Old tenant."})
-    IngestionRunner.execute(sync.pk)
+    run_ingestion_job(sync.pk)
     reader = searcher(old.slug)
     assert hits(reader, old.slug, "quarterly merger plan")["keyword"] == ["secret"]  # and now cached
 
     delete = knowledge_base_delete(kb=old)
     assert not KnowledgeBase.objects.filter(pk=old.pk).exists()
     assert IngestionJob.objects.get(pk=sync.pk).kb_id is None  # history stays, without its knowledge base
-    new = kb_create(slug="tenant-reused", name="New tenant", embedder="hashing")
+    new = knowledge_base_create(slug="tenant-reused", name="New tenant", embedder="hashing")
     # The old chunks are still in the index until the job runs: filed under the old id, not the slug.
     assert indexed(kb=old.pk) > 0
     new_reader = searcher(new.slug)
     assert hits(new_reader, new.slug, "quarterly merger plan") == {mode: [] for mode in MODES}
 
-    IngestionRunner.execute(delete.pk)
+    run_ingestion_job(delete.pk)
     delete.refresh_from_db()
     assert delete.status == JobStatus.SUCCEEDED, delete.error
     assert delete.payload["chunks_deleted"] > 0
@@ -185,12 +185,12 @@ def test_admin_deletes_go_through_jobs(kb, client):
     admin_user = get_user_model().objects.create_superuser("root", password="pw")
     client.force_login(admin_user)
     source, sync = source_add(kb=kb, kind="text", name="notes", config={"text": "admin notes"})
-    IngestionRunner.execute(sync.pk)
+    run_ingestion_job(sync.pk)
     response = client.post(f"/admin/knowledge/source/{source.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not Source.objects.filter(pk=source.pk).exists()
     job = IngestionJob.objects.get(kind=JobKind.DELETE_SOURCE, payload__source_id=source.pk)
-    IngestionRunner.execute(job.pk)
+    run_ingestion_job(job.pk)
     assert indexed(source=source.pk) == 0
     client.post("/admin/knowledge/knowledgebase/", {"action": "delete_selected", "_selected_action": [kb.pk],
                                                      "post": "yes"})
@@ -211,7 +211,7 @@ def own_index_and_store(settings, tmp_path):
 def test_the_orphan_sweep_removes_what_no_row_refers_to_and_refiles_misfiled_chunks(kb, settings,
                                                                                     own_index_and_store):
     _, sync = source_add(kb=kb, kind="text", name="kept", config={"text": "kept text about herons"})
-    IngestionRunner.execute(sync.pk)
+    run_ingestion_job(sync.pk)
     kept = Document.objects.get(source__kb=kb)
     # Chunks of a document that does not exist, and the kept document's chunk filed under its slug.
     bulk_upsert([chunk(987654321, kb=str(kb.pk), embedding=vector(1.0, dims=384)),

@@ -4,8 +4,8 @@ error (`reason`, `retry_reason`) that every page, the admin and the `jobs` comma
 import pytest
 
 from ingestion.models import IngestionJob
-from ingestion.pipeline import IngestionRunner
 from ingestion.services import job_state, store_upload, upload_add
+from ingestion.tasks import run_ingestion_job
 from kbportal.claiming import JobStatus, one_line
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -16,7 +16,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 def failing_upload(kb, names: list[str]) -> IngestionJob:
     files = [store_upload(data=PNG, filename=name, content_type="image/png") for name in names]
     _, job = upload_add(kb=kb, files=files)
-    IngestionRunner.execute(job.pk)
+    run_ingestion_job(job.pk)
     return IngestionJob.objects.select_related("kb").get(pk=job.pk)
 
 

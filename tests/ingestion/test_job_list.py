@@ -7,9 +7,8 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from ingestion.models import IngestionJob, JobKind
-from ingestion.services import kb_create
 from kbportal.claiming import JobStatus
-from knowledge.services import api_key_create
+from knowledge.services import api_key_create, knowledge_base_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,7 +49,7 @@ def test_api_answers_an_unknown_knowledge_base_with_400(staff_api, jobs):
 
 
 def test_key_filtering_on_a_knowledge_base_it_may_not_read_is_told_it_does_not_exist(kb, jobs):
-    other = kb_create(slug="other-team", name="Other team", embedder="hashing")
+    other = knowledge_base_create(slug="other-team", name="Other team", embedder="hashing")
     _, raw = api_key_create(name="k", kb_slugs=[kb.slug], scopes=["ingest"], rate="100/s")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from ingestion.localsite import LocalSite
+from bench.localsite import LocalSite
 from ingestion.netguard import AddressRefused, GuardedBackend, GuardedTransport, address_refusal, resolve_checked
 
 

@@ -7,9 +7,11 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from ingestion.deleting import DeleteDocumentsRunner, DeleteSourceRunner
 from ingestion.models import IngestionJob
-from ingestion.pipeline import IngestionRunner
+from ingestion.pipeline import SyncRunner
 from ingestion.services import documents_delete, job_cancel, source_add, source_delete, source_sync, store_upload
+from ingestion.tasks import run_ingestion_job
 from kbportal.claiming import JobStatus
 from knowledge.models import Document
 from knowledge.storage import get_object_store
@@ -23,7 +25,7 @@ LONG = "\n\n".join(f"Paragraph {n} talks about topic {n} in enough words to fill
 
 
 def run(job) -> IngestionJob:
-    IngestionRunner.execute(job.pk)
+    run_ingestion_job(job.pk)
     return IngestionJob.objects.get(pk=job.pk)
 
 
@@ -99,6 +101,16 @@ def test_deleting_a_source_removes_everything_it_indexed(kb):
     assert run(source_delete(source=source)).status == JobStatus.SUCCEEDED
     assert all(chunks_of(pk) == 0 for pk in doc_ids)
     assert not Document.objects.filter(pk__in=doc_ids).exists()
+
+
+def test_a_runner_never_claims_a_job_of_another_kind(kb):
+    source, job = file_source(kb, {"a.txt": b"alpha"})
+    run(job)
+    delete_job = source_delete(source=source)
+    assert SyncRunner.execute(delete_job.pk) is None
+    assert DeleteDocumentsRunner.execute(delete_job.pk) is None
+    assert IngestionJob.objects.get(pk=delete_job.pk).status == JobStatus.QUEUED
+    assert DeleteSourceRunner.execute(delete_job.pk) == JobStatus.SUCCEEDED
 
 
 def test_bytes_shared_with_another_document_survive_a_delete(kb):

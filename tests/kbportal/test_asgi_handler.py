@@ -10,9 +10,9 @@ from asgiref.sync import async_to_sync, iscoroutinefunction
 from asgiref.testing import ApplicationCommunicator
 from django.conf import settings
 
+from bench.processes import process_environment
 from kbportal import middleware
 from kbportal.asgi_handler import RequestThreads, SyncChainASGIHandler
-from kbportal.worker import process_environment
 
 
 def get(handler, path: str) -> tuple[dict, bytes]:

@@ -34,7 +34,7 @@ def test_documented_slugs_are_accepted(slug):
 )
 def test_service_refuses_other_slugs_with_a_message_saying_what_to_use(slug, message):
     with pytest.raises(ValidationError) as refused:
-        knowledge_base_create(slug=slug, name="Team docs", dimensions=16)
+        knowledge_base_create(slug=slug, name="Team docs")
     assert refused.value.message_dict == {"slug": [message]}
     assert not KnowledgeBase.objects.exists()
 

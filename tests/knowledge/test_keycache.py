@@ -58,7 +58,7 @@ def test_grants_and_generations_are_current(key_and_raw, kb):
     assert authenticate_key(raw).granted[kb.slug].generation == kb.generation
     kb.bump_generation()
     assert authenticate_key(raw).granted[kb.slug].generation == kb.generation + 1
-    other = knowledge_base_create(slug="later", name="Later", dimensions=16, embedder="hashing")
+    other = knowledge_base_create(slug="later", name="Later", embedder="hashing")
     key.knowledge_bases.add(other)
     assert set(authenticate_key(raw).granted) == {kb.slug, "later"}
     key.knowledge_bases.remove(kb)
@@ -109,8 +109,8 @@ def test_without_redis_every_request_reads_the_key(key_and_raw):
 
 @pytest.mark.django_db(transaction=True)
 def test_another_process_sees_revocation_and_grant_changes_at_once(search_index):
-    kb = knowledge_base_create(slug="live", name="Live", dimensions=16, embedder="hashing")
-    other = knowledge_base_create(slug="live-other", name="Other", dimensions=16, embedder="hashing")
+    kb = knowledge_base_create(slug="live", name="Live", embedder="hashing")
+    other = knowledge_base_create(slug="live-other", name="Other", embedder="hashing")
     key, raw = api_key_create(name="live", kb_slugs=[kb.slug, other.slug], scopes=["search"])
     server = WebServer(worker_env())
     server.start()

@@ -6,20 +6,19 @@ import pytest
 from django.contrib.auth import get_user_model
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingestion.services import kb_create
-from knowledge.services import api_key_create
+from knowledge.services import api_key_create, knowledge_base_create
 
 
 @pytest.fixture
 def kb(db):
     slug = f"ops-{uuid.uuid4().hex[:8]}"
-    return kb_create(slug=slug, name=slug, embedder="hashing")
+    return knowledge_base_create(slug=slug, name=slug, embedder="hashing")
 
 
 @pytest.fixture
 def other_kb(db):
     slug = f"other-{uuid.uuid4().hex[:8]}"
-    return kb_create(slug=slug, name=slug, embedder="hashing")
+    return knowledge_base_create(slug=slug, name=slug, embedder="hashing")
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 import redis
 import rq
 
-from kbportal.worker import start_worker_process
+from bench.processes import start_worker_process
 from knowledge.services import api_key_create
 from search.client import reset_client
 from search.index import ensure_index

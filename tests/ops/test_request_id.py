@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from ingestion.models import IngestionJob, JobKind
-from ingestion.pipeline import IngestionRunner
+from ingestion.tasks import run_ingestion_job
 from kbportal.claiming import JobStatus
 from kbportal.logging import ContextFilter, JsonFormatter
 from tests.support import ROOT, worker_env
@@ -87,7 +87,7 @@ def test_unhandled_api_error_is_json_500_logged_with_its_request_id(db, json_log
 def test_worker_log_lines_carry_the_job_id(kb, json_log):
     # A delete job without its source id fails inside run(): JobRunner logs the failure.
     job = IngestionJob.objects.create(kb=kb, kind=JobKind.DELETE_SOURCE, payload={})
-    assert IngestionRunner.execute(job.pk) == JobStatus.FAILED
+    assert run_ingestion_job(job.pk) == JobStatus.FAILED
     failure = next(line for line in json_log() if line["message"] == f"job {job.pk} failed")
     assert failure["job_id"] == f"ingestion.ingestionjob:{job.pk}"
     assert failure["request_id"] is None

@@ -2,10 +2,10 @@
 
 import uuid
 
-from ingestion.pipeline import IngestionRunner
-from ingestion.services import kb_create, source_add, store_upload
+from ingestion.services import source_add, store_upload
+from ingestion.tasks import run_ingestion_job
 from knowledge.models import Document, KnowledgeBase, Source
-from knowledge.services import api_key_create
+from knowledge.services import api_key_create, knowledge_base_create
 from search.indexer import refresh
 
 SEARCH_URL = "/api/v1/search"
@@ -14,7 +14,7 @@ SEARCH_URL = "/api/v1/search"
 def make_kb(prefix: str = "s") -> KnowledgeBase:
     """A knowledge base with a unique slug and the hashing embedder."""
     slug = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    return kb_create(slug=slug, name=slug, embedder="hashing")
+    return knowledge_base_create(slug=slug, name=slug, embedder="hashing")
 
 
 def ingest(kb: KnowledgeBase, documents: dict[str, str], name: str = "docs") -> Source:
@@ -25,7 +25,7 @@ def ingest(kb: KnowledgeBase, documents: dict[str, str], name: str = "docs") -> 
         for title, body in documents.items()
     ]
     source, job = source_add(kb=kb, kind="file", name=name, config={"files": files})
-    IngestionRunner.execute(job.pk)
+    run_ingestion_job(job.pk)
     # The pipeline leaves visibility to the index's refresh interval; tests must not wait for it.
     refresh()
     assert source.documents.filter(status="indexed").count() == len(documents)

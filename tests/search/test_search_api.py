@@ -4,10 +4,11 @@ from datetime import date, timedelta
 
 import pytest
 from django.contrib.auth.models import User
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 
+from knowledge.errors import NotAllowed
 from knowledge.models import ApiKey
-from knowledge.services import api_key_create
+from knowledge.services import api_key_create, knowledge_base_create
 from search.api import validated_search_input
 from search.indexer import bulk_upsert
 from search.services import search_knowledge
@@ -149,6 +150,16 @@ def test_invalid_parameters_are_400_with_field_errors(client, kb, params, field)
     assert field in body["fields"]
 
 
+def test_knowledge_bases_with_different_embedders_are_searched_together_only_by_keyword(client, kb):
+    other = knowledge_base_create(slug=f"{kb.slug}-minilm", name="MiniLM", embedder="minilm")
+    headers = bearer([kb.slug, other.slug])
+    both = {"q": "rocket", "kb": f"{kb.slug},{other.slug}"}
+    response = client.get(SEARCH_URL, both, **headers)
+    assert response.status_code == 400
+    assert (response.json()["error"], list(response.json()["fields"])) == ("invalid", ["kb"])
+    assert client.get(SEARCH_URL, {**both, "mode": "keyword"}, **headers).status_code == 200
+
+
 def test_sources_filter_keeps_only_that_sources_documents(client, kb):
     extra = ingest(kb, {"Rocket fuel": "Rocket engines need fuel such as kerosene."}, name="extra")
     response = client.get(SEARCH_URL, {"q": "rocket engines", "kb": kb.slug, "sources": extra.pk}, **bearer([kb.slug]))
@@ -225,7 +236,7 @@ def test_anonymous_traffic_is_limited_per_ip_before_the_401(client, kb, settings
 def test_service_refuses_a_key_without_the_knowledge_base(kb):
     other = make_kb()
     key, _ = api_key_create(name="k", kb_slugs=[kb.slug], scopes=["search"])
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(NotAllowed):
         search_knowledge(kb_slugs=[other.slug], query="rocket", api_key=key)
 
 

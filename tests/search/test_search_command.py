@@ -49,3 +49,8 @@ def test_unknown_knowledge_base_is_a_clear_error(kb):
 def test_empty_query_is_a_clear_error(kb):
     with pytest.raises(CommandError, match="q: The query must not be empty"):
         run(kb.slug, "   ")
+
+
+def test_no_knowledge_base_is_a_clear_error(kb):
+    with pytest.raises(CommandError, match="Name at least one knowledge base"):
+        run(",", "honey")

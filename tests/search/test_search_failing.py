@@ -16,9 +16,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from kbportal.errors import ServiceUnavailable
 from search.client import reset_client
-from search.services import search_breaker, search_knowledge
+from search.errors import SearchDown
+from search.services import SearchAnswer, search_breaker, search_knowledge
 from tests.search.search_kbs import make_kb
 from tests.support import TcpProxy
 
@@ -90,13 +90,13 @@ def staff_client(client):
     return client
 
 
-def search(kb, query: str) -> dict:
-    return search_knowledge(kb_slugs=[kb.slug], query=query, mode="keyword", use_cache=False)
+def search(kb, query: str) -> SearchAnswer:
+    return search_knowledge(kb_slugs=[kb.slug], query=query, mode="keyword")
 
 
 def fail_searches_until_the_breaker_opens(kb) -> None:
     for n in range(10):
-        with pytest.raises(ServiceUnavailable):
+        with pytest.raises(SearchDown):
             search(kb, f"failing query {n}")
         if search_breaker().state()["state"] == "open":
             return
@@ -148,14 +148,14 @@ def test_ready_names_a_search_server_answering_503(client, proxy, kb, settings, 
 
 def test_one_failed_search_makes_search_failing_until_a_search_succeeds(client, proxy, kb):
     proxy.stop()
-    with pytest.raises(ServiceUnavailable):
+    with pytest.raises(SearchDown):
         search(kb, "lighthouse")
     proxy.start()
     status, body = ready_search(client)
     assert status == 503
     assert body["components"]["search"]["reason"] == "connection refused"
     assert body["components"]["search"]["breaker"]["state"] == "closed"
-    assert search(kb, "lighthouse")["degraded"] is False
+    assert search(kb, "lighthouse").hits == []  # answered (the knowledge base is empty)
     status, body = ready_search(client)
     assert (status, body["components"]["search"]["status"]) == (200, "up")
     assert "reason" not in body["components"]["search"]
@@ -178,7 +178,7 @@ def test_overview_shows_search_failing_with_its_reason_then_up_after_recovery(st
     assert 'data-component="search"><span class="badge badge-down">down</span>' in page
 
     time.sleep(search_breaker().state()["retry_after"] + 0.1)
-    assert search(kb, "lighthouse")["degraded"] is False  # the half-open probe succeeds
+    assert search(kb, "lighthouse").hits == []  # the half-open probe succeeds (the knowledge base is empty)
     assert search_breaker().state()["state"] == "closed"
     page = staff_client.get(reverse("dashboard:overview")).content.decode()
     assert "search failing" not in page

@@ -1,9 +1,8 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from ingestion.services import kb_create
 from knowledge.models import Language
-from knowledge.services import KB_SLUG_HELP
+from knowledge.services import KB_SLUG_HELP, knowledge_base_create
 
 
 class Command(BaseCommand):
@@ -19,7 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            kb = kb_create(
+            kb = knowledge_base_create(
                 slug=options["slug"],
                 name=options["name"] or options["slug"],
                 description=options["description"],

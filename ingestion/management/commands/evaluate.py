@@ -13,11 +13,12 @@ from django.utils.text import slugify
 
 from ingestion.management.commands.ingest import progress_line
 from ingestion.models import IngestionJob
-from ingestion.pipeline import IngestionRunner
 from ingestion.selectors import index_lost
-from ingestion.services import collection_source, job_state, kb_create
+from ingestion.services import collection_source, job_state
+from ingestion.tasks import run_ingestion_job
 from kbportal.claiming import JobStatus
 from knowledge.models import KnowledgeBase
+from knowledge.services import knowledge_base_create
 from search.client import SearchUnavailable, get_client, reset_client
 from search.evaluation import METRICS, Collection, load_beir, load_smart, run_evaluation
 from search.index import alias_name
@@ -86,7 +87,7 @@ class Command(BaseCommand):
         kb = KnowledgeBase.objects.filter(slug=slug).first()
         if kb is None:
             try:
-                return kb_create(slug=slug, name=f"Evaluation: {slug}", embedder=embedder)
+                return knowledge_base_create(slug=slug, name=f"Evaluation: {slug}", embedder=embedder)
             except ValidationError as exc:
                 raise CommandError(f"Cannot create knowledge base {slug!r}: {'; '.join(exc.messages)}")
         if embedder and kb.embedder != embedder:
@@ -109,7 +110,7 @@ class Command(BaseCommand):
         watcher.start()
         try:
             # None when a running worker claimed the job first: then it is followed to its end.
-            IngestionRunner.execute(job.pk)
+            run_ingestion_job(job.pk)
             job = self.wait(job.pk)
         finally:
             stop.set()

@@ -3,8 +3,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from ingestion.models import IngestionJob
-from ingestion.pipeline import IngestionRunner
 from ingestion.services import job_state, source_sync
+from ingestion.tasks import run_ingestion_job
 from knowledge.models import Source
 
 
@@ -36,7 +36,7 @@ class Command(BaseCommand):
         job = source_sync(source=source, reindex=options["reindex"])
         self.stdout.write(f"job {job.pk} queued")
         if options["inline"]:
-            IngestionRunner.execute(job.pk)
+            run_ingestion_job(job.pk)
         if options["wait"] or options["inline"]:
             job = self.follow(job)
             if job.status != "succeeded":

@@ -4,9 +4,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ingestion.selectors import index_lost
-from ingestion.services import collection_source, kb_create
+from ingestion.services import collection_source
 from knowledge.models import KnowledgeBase
-from knowledge.services import api_key_create
+from knowledge.services import api_key_create, knowledge_base_create
 from search.evaluation import load_smart
 
 DEMO_PARTS = 4
@@ -23,7 +23,7 @@ class Command(BaseCommand):
         directory: Path = options["collection"]
         if not (directory / "CISI.ALL").exists():
             raise CommandError(f"No CISI collection in {directory} (set KB_DEMO_CISI_DIR).")
-        kb = KnowledgeBase.objects.filter(slug="demo").first() or kb_create(
+        kb = KnowledgeBase.objects.filter(slug="demo").first() or knowledge_base_create(
             slug="demo", name="Demo: CISI abstracts", description="Library and information science abstracts (CISI)."
         )
         documents = load_smart(directory).documents

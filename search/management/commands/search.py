@@ -1,12 +1,14 @@
+"""`manage.py search KB QUERY`: the search API's answer (same validation, service and result cache), as text."""
+
 import html
 import re
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import ValidationError
 
+from kbportal.errors import DomainError
+from search.api import search_response, validated_search_input
 from search.query import MAX_SIZE, MODES
-from search.services import search_knowledge
 
 MARK = re.compile(r"</?mark>")
 
@@ -14,6 +16,16 @@ MARK = re.compile(r"</?mark>")
 def plain_text(snippet: str) -> str:
     """A snippet for a terminal: highlight tags removed, HTML entities decoded."""
     return html.unescape(MARK.sub("", snippet))
+
+
+def field_errors(detail: dict) -> str:
+    """Field errors on one line: "q: The query must not be empty.; size: ..."."""
+    def messages(errors) -> list[str]:
+        if isinstance(errors, dict):  # a list field's errors by item
+            return [message for item in errors.values() for message in messages(item)]
+        return [str(message) for message in errors]
+
+    return "; ".join(f"{field}: {' '.join(messages(errors))}" for field, errors in detail.items())
 
 
 class Command(BaseCommand):
@@ -27,19 +39,19 @@ class Command(BaseCommand):
         parser.add_argument("--chunks", action="store_true", help="One line per chunk, not per document.")
 
     def handle(self, *args, **options):
+        kb_slugs = [slug for slug in options["kb"].split(",") if slug]
+        if not kb_slugs:
+            raise CommandError("Name at least one knowledge base.")
         try:
-            result = search_knowledge(
-                kb_slugs=[slug for slug in options["kb"].split(",") if slug],
-                query=options["query"],
-                mode=options["mode"],
-                size=options["size"],
-                collapse=not options["chunks"],
-            )
+            values = validated_search_input({
+                "q": options["query"], "kb": kb_slugs, "mode": options["mode"], "size": options["size"],
+                "chunks": options["chunks"],
+            })
+            result = search_response(values, api_key=None)
         except ValidationError as exc:
-            raise CommandError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
-                               if hasattr(exc, "error_dict") else " ".join(exc.messages))
-        except APIException as exc:
-            raise CommandError(str(exc.detail))
+            raise CommandError(field_errors(exc.detail))
+        except DomainError as exc:
+            raise CommandError(field_errors(exc.fields) if exc.fields else exc.detail)
         flags = " (degraded: served from cache)" if result["degraded"] else ""
         self.stdout.write(
             f"{len(result['hits'])} of {result['total']} hits, {result['mode']}, "

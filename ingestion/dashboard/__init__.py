@@ -1,1 +1,0 @@
-"""The staff dashboard (server-rendered pages under /dashboard/); live progress comes from ingestion.consumers."""

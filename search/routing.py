@@ -1,5 +1,0 @@
-from django.urls import path
-
-from search.consumers import AnswerConsumer
-
-websocket_urlpatterns = [path("ws/answers/<int:task_id>/", AnswerConsumer.as_asgi())]
