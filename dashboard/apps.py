@@ -1,3 +1,5 @@
+"""The dashboard app: the staff console's pages and its live-progress WebSocket consumer."""
+
 from django.apps import AppConfig
 
 

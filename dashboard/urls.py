@@ -1,3 +1,5 @@
+"""URLs of the staff dashboard under /dashboard/."""
+
 from django.urls import path
 
 from dashboard import views

@@ -1,3 +1,5 @@
+"""The ingestion app: jobs, the pipeline, the crawler and uploads."""
+
 from django.apps import AppConfig
 
 

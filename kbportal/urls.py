@@ -1,3 +1,5 @@
+"""The project's root URL map: API, dashboard, admin, health and metrics."""
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path

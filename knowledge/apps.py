@@ -1,3 +1,5 @@
+"""The knowledge app: knowledge bases, sources, documents, API keys and embedders."""
+
 from django.apps import AppConfig
 
 from kbportal import health

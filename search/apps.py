@@ -1,3 +1,5 @@
+"""The search app: the index, queries, fusion, the search API and asking."""
+
 from django.apps import AppConfig
 
 from kbportal.health import register

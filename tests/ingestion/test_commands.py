@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from ingestion.models import IngestionJob
 from kbportal.claiming import JobStatus
-from knowledge.models import KnowledgeBase, Source
+from knowledge.models import Source
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,22 +18,6 @@ def run(*args) -> str:
     out = StringIO()
     call_command(*args, stdout=out, stderr=StringIO())
     return out.getvalue()
-
-
-def test_createkb_uses_the_embedders_dimensions(counting_embedder):
-    run("createkb", "docs", "--name", "Docs", "--embedder", "hashing")
-    kb = KnowledgeBase.objects.get(slug="docs")
-    assert (kb.name, kb.embedder, kb.dimensions) == ("Docs", "hashing", 384)
-
-
-def test_createkb_refuses_an_unknown_embedder():
-    with pytest.raises(CommandError, match="embedder"):
-        run("createkb", "docs", "--embedder", "nope")
-
-
-def test_createkb_refuses_a_duplicate_slug(kb):
-    with pytest.raises(CommandError, match="slug"):
-        run("createkb", kb.slug)
 
 
 def test_addsource_then_ingest_inline_indexes_the_text(kb):

@@ -1,3 +1,5 @@
+"""`manage.py addsource`: add a source to a knowledge base and queue its first sync."""
+
 import mimetypes
 from pathlib import Path
 

@@ -1,3 +1,5 @@
+"""`manage.py cancel`: cancel an ingestion job."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from ingestion.models import IngestionJob

@@ -1,3 +1,5 @@
+"""`manage.py ingest`: queue a sync of a source, optionally following it or running it inline."""
+
 import time
 
 from django.core.management.base import BaseCommand, CommandError

@@ -1,3 +1,5 @@
+"""`manage.py jobs`: list ingestion jobs with their progress and failure reasons."""
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone

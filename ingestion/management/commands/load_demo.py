@@ -1,3 +1,5 @@
+"""`manage.py load_demo`: the demo knowledge base (CISI abstracts) and its API key."""
+
 from pathlib import Path
 
 from django.conf import settings

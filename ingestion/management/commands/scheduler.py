@@ -1,3 +1,5 @@
+"""`manage.py scheduler`: runs the periodic jobs of a cron file."""
+
 from django.core.management.base import BaseCommand
 
 from kbportal.worker import CronScheduler

@@ -1,3 +1,5 @@
+"""`manage.py sweep_jobs`: re-enqueue lost queued jobs and expired running ones."""
+
 from django.core.management.base import BaseCommand
 
 from ingestion.tasks import sweep_jobs

@@ -1,3 +1,5 @@
+"""`manage.py sweep_orphans`: remove index chunks and stored files nothing refers to."""
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 

@@ -1,3 +1,5 @@
+"""`manage.py createapikey`: create an API key and print it once."""
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 

@@ -1,3 +1,5 @@
+"""`manage.py ensure_admin`: the admin superuser, created once with a generated password."""
+
 import secrets
 from pathlib import Path
 

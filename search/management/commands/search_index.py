@@ -1,3 +1,5 @@
+"""`manage.py search_index`: create, inspect or rebuild the search index behind its alias."""
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 

@@ -1,3 +1,5 @@
+"""`manage.py createkb`: create a knowledge base."""
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
