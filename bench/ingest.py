@@ -24,7 +24,7 @@ from django.test import Client
 from rq.worker import Worker as RqWorker
 
 from bench.processes import process_environment, start_worker_process
-from ingestion.chunking import chunk_text
+from ingestion.chunking import chunk_sections
 from ingestion.extraction import extract
 from ingestion.models import IngestionJob
 from ingestion.services import collection_source
@@ -54,7 +54,7 @@ def pipeline_texts(documents: list[CollectionDocument]) -> list[str]:
     for doc in documents:
         extracted = extract(f"# {doc.title}\n\n{doc.text}".encode(), "text/markdown", f"{doc.key}.md")
         title = extracted.title or doc.key
-        texts += [chunk_embedding_text(title, chunk.text) for chunk in chunk_text(extracted.text, title)]
+        texts += [chunk_embedding_text(title, chunk.text) for chunk in chunk_sections(extracted.sections)]
     return texts
 
 
@@ -101,7 +101,7 @@ def bench_workers(
     queue = django_rq.get_queue("default")
     before = {w.name for w in RqWorker.all(connection=queue.connection)}
     processes = [
-        start_worker_process(("high", "default", "low"), process_environment(KB_TORCH_THREADS="1"))
+        start_worker_process(settings.KB_INGESTION_QUEUES, process_environment(KB_TORCH_THREADS="1"))
         for _ in range(workers)
     ]
     extra = None

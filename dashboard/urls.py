@@ -11,6 +11,7 @@ urlpatterns = [
     path("kbs/new/", views.kb_new, name="kb-new"),
     path("kbs/<slug:slug>/", views.kb_detail, name="kb"),
     path("kbs/<slug:slug>/delete/", views.kb_delete_view, name="kb-delete"),
+    path("kbs/<slug:slug>/documents/<int:pk>/original/", views.document_original, name="document-original"),
     path("kbs/<slug:slug>/sources/new/<str:kind>/", views.source_new, name="source-new"),
     path("kbs/<slug:slug>/sources/<int:pk>/sync/", views.source_sync_view, name="source-sync"),
     path("kbs/<slug:slug>/sources/<int:pk>/delete/", views.source_delete_view, name="source-delete"),

@@ -16,6 +16,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from dashboard import forms
@@ -39,6 +40,7 @@ from kbportal.claiming import JobStatus
 from knowledge.models import ApiKey, Document, KnowledgeBase, Source, SourceKind
 from knowledge.selectors import document_list, source_list
 from knowledge.services import api_key_create, api_key_revoke, knowledge_base_create
+from knowledge.storage import ObjectNotFound, StorageError, get_object_store
 from search.asking.answering import answer_state
 from search.asking.services import answer_cancel, answer_get, answer_retry, answer_submit
 from search.models import AnswerTask
@@ -122,6 +124,35 @@ def kb_detail(request: HttpRequest, slug: str) -> HttpResponse:
     kb = get_object_or_404(KnowledgeBase, slug=slug)
     remember_kb(request, kb)
     return render_kb(request, kb)
+
+
+#: Stored originals a browser may show inline; anything else (HTML, SVG, Office files) is a
+#: download, so an uploaded page never runs in the dashboard's origin.
+INLINE_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp", "text/plain"}
+
+
+@staff_required
+@require_GET
+def document_original(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The document's stored bytes, as uploaded or fetched (a PDF opens at `#page=N`)."""
+    document = get_object_or_404(Document, pk=pk, source__kb__slug=slug)
+    if not document.object_key:
+        raise Http404("This document has no stored original.")
+    try:
+        data = get_object_store().get(document.object_key)
+    except ObjectNotFound:
+        raise Http404("The stored original is gone.")
+    except StorageError as exc:
+        return HttpResponse(f"The object store is unavailable: {exc}", status=503, content_type="text/plain")
+    content_type = document.content_type if document.content_type in INLINE_TYPES else "application/octet-stream"
+    response = HttpResponse(data, content_type=content_type)
+    filename = document.key.rsplit("/", 1)[-1] or f"document-{document.pk}"
+    disposition = "inline" if content_type in INLINE_TYPES else "attachment"
+    response.headers["Content-Disposition"] = content_disposition_header(disposition == "attachment", filename)
+    if content_type != "application/pdf":  # a sandboxed page cannot show a PDF in the browser's viewer
+        response.headers["Content-Security-Policy"] = "sandbox"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def render_kb(

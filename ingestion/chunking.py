@@ -11,12 +11,19 @@ undercounts WordPiece tokens for rare words by roughly 10-30%, so keep the targe
 embedder's window (all-MiniLM-L6-v2 reads 256 WordPiece tokens and ignores the rest).
 
 Every chunk's text is an exact slice of the input: `text[char_start:char_end]`.
+
+A document made of sections (`chunk_sections`) is chunked section by section, so no chunk spans
+two pages, slides or sheets, and each chunk keeps its section's location and heading. A table
+is chunked by rows instead: as many whole rows as fit the target, each chunk starting with the
+table's header row (a row without its header is meaningless), its location saying which rows.
 """
 
 import re
 from dataclasses import dataclass
 
 from django.conf import settings
+
+from ingestion.extraction.types import Section, Table
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 # A sentence ends at . ! ? (possibly repeated, possibly closed by quotes/brackets) before whitespace.
@@ -32,6 +39,17 @@ class Chunk:
     token_count: int
     char_start: int  # the chunk is text[char_start:char_end] of the chunked text
     char_end: int
+
+
+@dataclass(frozen=True)
+class SectionChunk:
+    """A chunk of a document made of sections: its text, where it is, and under which heading."""
+
+    position: int  # 0-based order within the document
+    text: str
+    token_count: int
+    location: dict  # the section's location; a table's chunks add "rows": [first, last]
+    heading: str
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,53 @@ def chunk_text(
         )
         for position, group in enumerate(_pack(text, units, target, overlap_budget))
     ]
+
+
+def chunk_sections(
+    sections: tuple[Section, ...] | list[Section],
+    target_tokens: int | None = None,
+    overlap: float | None = None,
+) -> list[SectionChunk]:
+    """Chunk each section on its own (text as `chunk_text` does, a table by rows), in order."""
+    target = settings.KB_CHUNK_TOKENS if target_tokens is None else target_tokens
+    chunks: list[SectionChunk] = []
+    for section in sections:
+        pieces = [
+            (chunk.text, chunk.token_count, section.location)
+            for chunk in chunk_text(section.text, target_tokens=target, overlap=overlap)
+        ]
+        if section.table is not None:
+            pieces += _table_pieces(section.table, section.location, target)
+        chunks += [
+            SectionChunk(position=len(chunks) + offset, text=text, token_count=tokens, location=dict(location),
+                         heading=section.heading)
+            for offset, (text, tokens, location) in enumerate(pieces)
+        ]
+    return chunks
+
+
+def _table_pieces(table: Table, location: dict, target: int) -> list[tuple[str, int, dict]]:
+    """Runs of whole rows under the header, each about `target` tokens with the header counted."""
+    header_tokens = _token_count(table.header)
+    pieces = []
+    run: list[str] = []
+    size = header_tokens
+    first = table.first_row
+    for number, row in enumerate(table.rows, start=table.first_row):
+        tokens = _token_count(row)
+        if run and size + tokens > target:
+            pieces.append(("\n".join((table.header, *run)), size, {**location, "rows": [first, number - 1]}))
+            run, size, first = [], header_tokens, number
+        run.append(row)
+        size += tokens
+    if run:
+        last = table.first_row + len(table.rows) - 1
+        pieces.append(("\n".join((table.header, *run)), size, {**location, "rows": [first, last]}))
+    return pieces
+
+
+def _token_count(text: str) -> int:
+    return sum(1 for _ in _TOKEN.finditer(text))
 
 
 def _pack(text: str, units: list[_Unit], target: int, overlap_budget: int) -> list[list[_Unit]]:

@@ -17,6 +17,7 @@ class Stage(models.TextChoices):
     WAITING = "waiting"
     FETCH = "fetch"
     EXTRACT = "extract"
+    OCR = "ocr"
     CHUNK = "chunk"
     EMBED = "embed"
     INDEX = "index"
@@ -50,6 +51,11 @@ class IngestionJob(ClaimableJob):
 
     def __str__(self) -> str:
         return f"job {self.pk} ({self.kind} {self.status})"
+
+    @property
+    def queue_name(self) -> str:
+        """`ocr` for a sync whose files may need OCR (`payload["ocr"]`), else the priority's queue."""
+        return "ocr" if (self.payload or {}).get("ocr") else self.priority
 
     @property
     def kb_slug(self) -> str:

@@ -20,9 +20,9 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from ingestion.chunking import chunk_text
+from ingestion.chunking import chunk_sections
 from ingestion.crawl_sync import crawl_source
-from ingestion.extraction import ExtractionError, extract
+from ingestion.extraction import ExtractionError, extract, ocr_options
 from ingestion.fetching import RawItem, source_item_count, source_items
 from ingestion.models import IngestionJob, JobKind, Stage
 from ingestion.runners import TRANSIENT, IngestionJobRunner
@@ -185,14 +185,17 @@ class SyncRunner(IngestionJobRunner):
             object_key = get_object_store().put(item.data, item.content_type)
         try:
             with stage_timer("ingestion", Stage.EXTRACT):
-                extracted = extract(item.data, item.content_type, item.key)
+                extracted = extract(item.data, item.content_type, item.key,
+                                    ocr_with=ocr_options(on_page=self.ocr_progress(item.key)))
         except ExtractionError as exc:
             document.sha256, document.object_key, document.size = sha, object_key, len(item.data)
             self.record_failure(document, item.key, str(exc))
             return None
+        finally:
+            self.end_ocr_progress()
         title = (item.title or extracted.title or item.key)[:500]
         with stage_timer("ingestion", Stage.CHUNK):
-            chunks = chunk_text(extracted.text, title)
+            chunks = chunk_sections(extracted.sections)
         if not chunks:
             self.record_failure(document, item.key, "no text left after extraction")
             return None
@@ -202,7 +205,9 @@ class SyncRunner(IngestionJobRunner):
         document.object_key = object_key
         document.size = len(item.data)
         document.content_type = extracted.content_type or item.content_type
-        document.metadata = {**document.metadata, **item.metadata}
+        document.metadata = {**document.metadata, **item.metadata, "problems": list(extracted.problems)}
+        if not extracted.problems:
+            del document.metadata["problems"]
         now = timezone.now().isoformat()
         bodies = [
             {
@@ -213,11 +218,28 @@ class SyncRunner(IngestionJobRunner):
                 "url": item.key,
                 "content": chunk.text,
                 "position": chunk.position,
+                "section": chunk.heading,
+                "location": chunk.location,
                 "created": now,
             }
             for chunk in chunks
         ]
         return PreparedDocument(document, previous_chunk_count, bodies)
+
+    def ocr_progress(self, key: str):
+        """Per OCR'd page of the document `key`: its page count in the job's state, published live."""
+
+        def on_page(done: int, total: int) -> None:
+            self.job.payload["ocr_progress"] = {"document": key, "page": done, "pages": total}
+            self.job.stage = Stage.OCR
+            self.save_progress()
+            self.check()
+
+        return on_page
+
+    def end_ocr_progress(self) -> None:
+        if self.job.stage == Stage.OCR:
+            self.job.stage = Stage.FETCH
 
     def flush(self, embedder) -> None:
         """Embed one batch and hand it to the indexing thread; then check lease and cancel.

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from ingestion.extraction import may_need_ocr
 from ingestion.models import IngestionJob, JobKind
 from ingestion.uploads import check_uploads, safe_filename
 from kbportal.claiming import JobStatus, Priority, enqueue_on_commit, request_cancel
@@ -37,6 +38,9 @@ def job_create(
     A source never has two sync jobs at once: asking again while one is queued or running
     returns that job (the source row lock makes concurrent asks agree).
     """
+    payload = dict(payload or {})
+    if source is not None and kind == JobKind.SYNC and source_may_need_ocr(source=source):
+        payload["ocr"] = True
     with transaction.atomic():
         if source is not None and kind == JobKind.SYNC:
             Source.objects.select_for_update().filter(pk=source.pk).first()
@@ -48,11 +52,20 @@ def job_create(
             kind=kind,
             source=source,
             priority=priority,
-            payload=payload or {},
+            payload=payload,
             max_attempts=settings.KB_JOB_MAX_ATTEMPTS,
         )
         enqueue_on_commit(job)
         return job
+
+
+def source_may_need_ocr(*, source: Source) -> bool:
+    """Whether a sync of this source may OCR: a file source holding images or PDFs (a PDF's pages
+    without a text layer are OCR'd). Such syncs go to the `ocr` queue."""
+    if source.kind != SourceKind.FILE:
+        return False
+    return any(may_need_ocr(entry.get("content_type", ""), entry.get("filename", ""))
+               for entry in source.config.get("files", []))
 
 
 def source_add(
@@ -225,6 +238,8 @@ def job_state(job: IngestionJob) -> dict:
         "recent_errors": job.recent_errors[-10:],
         # Page counters of a url source's sync (ingestion.crawl_sync), else None.
         "crawl": (job.payload or {}).get("crawl"),
+        # The document being OCR'd and its pages done, else None (ingestion.pipeline).
+        "ocr": (job.payload or {}).get("ocr_progress"),
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }

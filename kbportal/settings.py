@@ -142,9 +142,12 @@ CACHES = {
 }
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 
+#: The queues of ingestion jobs, in the order workers take them: `ocr` holds syncs of files that
+#: may need OCR (images, PDFs), heavy work that should not hold up other sources' syncs.
+KB_INGESTION_QUEUES = ("high", "default", "ocr", "low")
 RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": envint("KB_JOB_TIMEOUT", 3600)}
-    for name in ("high", "default", "low", "answers")
+    for name in (*KB_INGESTION_QUEUES, "answers")
 }
 RQ_SHOW_ADMIN_LINK = True
 
@@ -254,6 +257,16 @@ KB_MAX_UPLOAD_BYTES = envint("KB_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 KB_MAX_REQUEST_BYTES = envint("KB_MAX_REQUEST_BYTES", 5 * KB_MAX_UPLOAD_BYTES)
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("KB_MAX_BODY_BYTES", 2 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Documents (ingestion.extraction and the readers it calls): caps against hostile files, and OCR.
+KB_MAX_PAGES = envint("KB_MAX_PAGES", 2000)  # pages of a PDF, slides of a deck, sheets x 1000 rows...
+KB_MAX_IMAGE_PIXELS = envint("KB_MAX_IMAGE_PIXELS", 60_000_000)  # an image (or rendered page) larger is refused
+KB_MAX_UNZIPPED_BYTES = envint("KB_MAX_UNZIPPED_BYTES", 200 * 1024 * 1024)  # an Office file, uncompressed
+KB_MAX_ZIP_MEMBERS = envint("KB_MAX_ZIP_MEMBERS", 10_000)  # files inside an Office file
+KB_MAX_TABLE_ROWS = envint("KB_MAX_TABLE_ROWS", 100_000)  # rows read from one sheet or CSV
+KB_OCR_LANGS = os.environ.get("KB_OCR_LANGS", "eng")  # Tesseract languages, "+"-joined: eng, chi_sim, eng+chi_sim
+KB_OCR_PAGE_TIMEOUT = envfloat("KB_OCR_PAGE_TIMEOUT", 60.0)  # seconds Tesseract may spend on one page
+KB_OCR_DPI = envint("KB_OCR_DPI", 200)  # scanned PDF pages are rendered at this resolution for OCR
+KB_OCR_MIN_TEXT_CHARS = envint("KB_OCR_MIN_TEXT_CHARS", 20)  # a PDF page with less text than this is OCR'd
 KB_CHUNK_TOKENS = envint("KB_CHUNK_TOKENS", 300)
 KB_CHUNK_OVERLAP = envfloat("KB_CHUNK_OVERLAP", 0.15)
 KB_JOB_LEASE_SECONDS = envint("KB_JOB_LEASE_SECONDS", 60)

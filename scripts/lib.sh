@@ -32,10 +32,11 @@ is_root() { [ "$(id -u)" = 0 ]; }
 
 # Install, in ONE apt-get call (one `apt-get update`), every Debian package this machine is missing:
 # PostgreSQL and Redis (unless something already answers on their ports), Maven, unzip and curl
-# (to fetch Elasticsearch), a Java runtime, Python's venv, and any EXTRA commands named, each from the
+# (to fetch Elasticsearch), a Java runtime, Python's venv, Tesseract OCR with its English and Simplified
+# Chinese data (the languages KB_OCR_LANGS may name), and any EXTRA commands named, each from the
 # Debian package of the same name (test.sh: chromium).
 ensure_packages() {  # [extra-package...]
-  local missing=() pkg
+  local missing=() pkg langs=""
   if ! port_open 127.0.0.1 5432; then
     compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
   fi
@@ -48,6 +49,10 @@ ensure_packages() {  # [extra-package...]
   if [ ! -x "$PY" ]; then  # ensure_venv: python3 -m venv needs ensurepip
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  fi
+  command -v tesseract >/dev/null && langs=$(tesseract --list-langs 2>/dev/null || true)
+  if ! grep -qx eng <<<"$langs" || ! grep -qx chi_sim <<<"$langs"; then
+    missing+=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim)
   fi
   for pkg in "$@"; do command -v "$pkg" >/dev/null || missing+=("$pkg"); done
   [ ${#missing[@]} -eq 0 ] && return 0

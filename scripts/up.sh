@@ -49,7 +49,7 @@ else
   start web "$VENV/bin/uvicorn" kbportal.asgi:application --host "$HOST" --port "$PORT" --workers 2 --no-access-log --timeout-graceful-shutdown "${KB_WEB_GRACE:-10}" --ws-per-message-deflate false
 fi
 for n in 1 2; do
-  KB_TORCH_THREADS="${KB_TORCH_THREADS:-1}" start "worker-$n" "$PY" manage.py rqworker high default low answers --worker-class kbportal.worker.Worker --with-scheduler
+  KB_TORCH_THREADS="${KB_TORCH_THREADS:-1}" start "worker-$n" "$PY" manage.py rqworker high default ocr low answers --worker-class kbportal.worker.Worker --with-scheduler
 done
 start scheduler "$PY" manage.py scheduler ingestion/cron.py
 

@@ -132,6 +132,11 @@ class SearchHitOutput(serializers.Serializer):
     position = serializers.IntegerField(help_text="Position of the chunk within its document (0-based).")
     chunk_id = serializers.CharField()
     url = serializers.CharField(help_text="The document's URL or file name.")
+    location = serializers.DictField(
+        help_text='Where the chunk is in its document: {"page": 3}, {"slide": 5}, '
+                  '{"sheet": "Budget", "rows": [10, 19]}; {} for a text without pages.')
+    where = serializers.CharField(help_text='The location in words: "page 3", "sheet Budget, rows 10-19"; "" for none.')
+    section = serializers.CharField(help_text='The heading path the chunk sits under ("Results > Costs"); "" for none.')
     tags = serializers.ListField(child=serializers.CharField())
     ranks = serializers.DictField(child=serializers.IntegerField(),
                                   help_text="Rank of the chunk in the keyword and semantic rankings.")
@@ -201,7 +206,8 @@ HIT_EXAMPLE = {
         {
             "document_id": 412, "title": "Resetting a password", "source_id": 7, "kb": "support",
             "score": 0.0325, "snippet": "To <mark>reset</mark> your <mark>password</mark>, open Settings …",
-            "position": 0, "chunk_id": "412-0", "url": "https://help.example.com/password",
+            "position": 0, "chunk_id": "412-0", "url": "password-guide.pdf",
+            "location": {"page": 3}, "where": "page 3", "section": "Accounts > Passwords",
             "tags": ["account"], "ranks": {"keyword": 1, "semantic": 2},
         }
     ],

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from elasticsearch import BadRequestError, NotFoundError, helpers
-from elasticsearch_dsl import Date, DenseVector, Document, Index, Integer, Keyword, MetaField, Text
+from elasticsearch_dsl import Date, DenseVector, Document, Index, Integer, Keyword, MetaField, Object, Text
 
 from search.client import SearchError, SearchUnavailable, get_client, is_missing_index, unavailable_on_failure
 
@@ -50,6 +50,11 @@ class Chunk(Document):
     title_terms = Text(analyzer="whitespace")
     content_terms = Text(analyzer="whitespace")
     position = Integer()
+    #: The heading path the chunk sits under ("Results > Costs"); searched through `title_terms`.
+    section = Text(index=False)
+    #: Where the chunk is in its document, as citations show it: {"page": 3}, {"slide": 5},
+    #: {"sheet": "Budget", "rows": [10, 19]}; stored, never searched.
+    location = Object(enabled=False)
     url = Keyword(index=False)
     key = Keyword(index=False)
     created = Date()
@@ -114,6 +119,16 @@ def _create(name: str, dims: int, alias: str | None = None) -> None:
         index.create(using=get_client().options(request_timeout=settings.KB_ES_BULK_TIMEOUT))
 
 
+def _add_new_fields(index: str) -> None:
+    """Give an index made by an older mapping the fields added since (its strict mapping would
+    refuse chunks carrying them). Adding fields is allowed on a live index; the vector field,
+    whose dims an index keeps, is left out."""
+    properties = Chunk._doc_type.mapping.to_dict()["properties"]
+    properties.pop("embedding")
+    with unavailable_on_failure(f"update the mapping of {index}"):
+        get_client().indices.put_mapping(index=index, properties=properties)
+
+
 def ensure_index(dims: int = DEFAULT_DIMS) -> str:
     """Create `<alias>-v1` with the alias when no alias exists yet; return the concrete index.
 
@@ -123,6 +138,7 @@ def ensure_index(dims: int = DEFAULT_DIMS) -> str:
     alias = alias_name()
     index = current_index()
     if index:
+        _add_new_fields(index)
         return index
     index = f"{alias}-v1"
     try:

@@ -22,7 +22,7 @@ from search.client import SearchError, SearchUnavailable, get_client, is_missing
 from search.index import DEFAULT_DIMS, alias_name, ensure_index
 
 REQUIRED_FIELDS = ("kb", "source", "document", "title", "content", "position")
-OPTIONAL_FIELDS = ("tags", "created", "updated", "url", "key", "embedding")
+OPTIONAL_FIELDS = ("tags", "created", "updated", "url", "key", "embedding", "section", "location")
 
 #: Aliases this process has already ensured, so bulk writes never auto-create a concrete index.
 _ensured: set[str] = set()
@@ -45,7 +45,7 @@ def _chunk_source(chunk: dict, indexed_at: str, language: str) -> dict:
         content=chunk["content"],
         position=int(chunk["position"]),
         tags=list(chunk.get("tags") or []),
-        title_terms=analyze(chunk["title"], language=language),
+        title_terms=analyze(" ".join(filter(None, (chunk["title"], chunk.get("section")))), language=language),
         content_terms=analyze(chunk["content"], language=language),
         indexed_at=indexed_at,
     )

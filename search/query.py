@@ -97,6 +97,18 @@ class SearchRequest:
         return self.languages.get(kb, DEFAULT_LANGUAGE)
 
 
+def location_text(location: dict) -> str:
+    """A chunk's location as a person reads it: "page 3", "slide 5", "sheet Budget, rows 10-19"."""
+    parts = []
+    for name in ("page", "slide", "sheet"):
+        if location.get(name) not in (None, ""):
+            parts.append(f"{name} {location[name]}")
+    rows = location.get("rows")
+    if rows and len(rows) == 2:
+        parts.append(f"row {rows[0]}" if rows[0] == rows[1] else f"rows {rows[0]}-{rows[1]}")
+    return ", ".join(parts)
+
+
 @dataclass
 class SearchHit:
     chunk_id: str
@@ -107,12 +119,20 @@ class SearchHit:
     url: str
     key: str
     position: int
+    #: Where the chunk is in its document: {"page": 3}, {"slide": 5}, {"sheet": "Budget", "rows": [10, 19]}, or {}.
+    location: dict
+    #: The heading path the chunk sits under, "" when none.
+    section: str
     score: float
     #: HTML-safe text: escaped content with <mark> around matched terms.
     snippet: str
     tags: list[str]
     #: Rank (1-based) of this chunk in each ranking that returned it, for explanations and evaluation.
     ranks: dict[str, int]
+
+    @property
+    def where(self) -> str:
+        return location_text(self.location)
 
 
 @dataclass
@@ -253,6 +273,8 @@ def _to_hit(hit: dict, score: float, ranks: dict[str, int], snippet_text: str) -
         url=source.get("url", ""),
         key=source.get("key", ""),
         position=source.get("position", 0),
+        location=source.get("location") or {},
+        section=source.get("section", ""),
         score=score,
         snippet=snippet_text,
         tags=source.get("tags", []),

@@ -58,7 +58,7 @@ def worker_env(**extra: str) -> dict[str, str]:
 
 
 def start_worker(*queues: str, burst: bool = False, **extra_env: str) -> subprocess.Popen:
-    return start_worker_process(queues or ("high", "default", "low"), worker_env(**extra_env), burst=burst)
+    return start_worker_process(queues or settings.KB_INGESTION_QUEUES, worker_env(**extra_env), burst=burst)
 
 
 def stop_worker(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:

@@ -127,6 +127,7 @@ def retrieve(*, kb_slug: str, question: str, mode: str, passages: int) -> tuple[
                 number=len(found) + 1, chunk_id=hit.chunk_id, document_id=hit.document_id,
                 source_id=hit.source_id, kb=hit.kb, title=hit.title, url=hit.url,
                 position=hit.position, content=source.get("content", ""),
+                where=hit.where, location=hit.location,
             )
         )
     return found, {chunk_id: source.get("embedding") for chunk_id, source in sources.items()}
@@ -166,6 +167,8 @@ def citations(passages: list[Passage], generation: Generation) -> list[dict]:
             "document_id": by_number[number].document_id,
             "title": by_number[number].title,
             "position": by_number[number].position,
+            "location": by_number[number].location,
+            "where": by_number[number].where,
             "chunk_id": by_number[number].chunk_id,
             "source_id": by_number[number].source_id,
             "url": by_number[number].url,

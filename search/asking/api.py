@@ -48,6 +48,8 @@ class CitationOutput(serializers.Serializer):
     document_id = serializers.IntegerField()
     title = serializers.CharField()
     position = serializers.IntegerField(help_text="Position of the chunk within its document.")
+    location = serializers.DictField(required=False, help_text='Where the chunk is: {"page": 3}, {"slide": 5}, ...')
+    where = serializers.CharField(required=False, help_text='The location in words ("page 3"); "" for none.')
     chunk_id = serializers.CharField()
     source_id = serializers.IntegerField()
     url = serializers.CharField()

@@ -76,6 +76,9 @@ class Passage:
     url: str
     position: int
     content: str
+    #: Where the passage is in its document, in words ("page 3"); "" for none.
+    where: str = ""
+    location: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -196,7 +199,7 @@ def llm_breaker() -> CircuitBreaker:
 
 
 def build_messages(question: str, passages: list[Passage]) -> list[dict]:
-    sources = "\n\n".join(f"[{p.number}] {p.title}\n{p.content}" for p in passages)
+    sources = "\n\n".join(f"[{p.number}] {p.title}{f' ({p.where})' if p.where else ''}\n{p.content}" for p in passages)
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": f"Sources:\n\n{sources}\n\nQuestion: {question}"},

@@ -169,7 +169,7 @@ class AnswerView {
     title.textContent = citation.title || "Untitled";
     const meta = document.createElement("span");
     meta.className = "muted small";
-    meta.append(` chunk ${citation.position}`);
+    meta.append(` ${citation.where || `chunk ${citation.position}`}`);
     if (/^https?:\/\//.test(citation.url || "")) {
       const source = document.createElement("a");
       source.href = citation.url;

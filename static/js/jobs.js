@@ -58,7 +58,7 @@ export function renderJob(root, state) {
     progress.textContent = percent;
   }
   setText(root, "percent", percent);
-  setText(root, "stage", state.stage);
+  setText(root, "stage", stageText(state));
   for (const name of ["done", "total", "failed", "skipped", "attempts"]) setText(root, name, state[name]);
   setText(root, "processed", state.done + state.skipped + state.failed);
   setText(root, "rate", `${state.rate} docs/s`);
@@ -222,3 +222,9 @@ function attach(container) {
 document.querySelectorAll("[data-live-job], [data-live-kb]").forEach((container) => {
   if (container.dataset.liveJob || container.dataset.liveKb) attach(container);
 });
+
+/** The stage in words; while OCR runs, the page it is on: "ocr: page 3 of 10 (scan.pdf)". */
+function stageText(state) {
+  const ocr = state.ocr;
+  return state.stage === "ocr" && ocr ? `ocr: page ${ocr.page} of ${ocr.pages} (${ocr.document})` : state.stage;
+}

@@ -159,7 +159,7 @@ def test_operator_creates_a_kb_watches_ingestion_live_searches_and_manages_keys(
     # A worker starts; the row reaches 100% over the WebSocket, without any reload.
     page.evaluate("window.__notReloaded = true")
     worker_log = (artifacts / "worker.log").open("ab")
-    worker = start_worker_process(("high", "default", "low"), worker_env(**SLOW_SEARCH_SERVER), log=worker_log)
+    worker = start_worker_process(settings.KB_INGESTION_QUEUES, worker_env(**SLOW_SEARCH_SERVER), log=worker_log)
     try:
         expect(row.locator('[data-field="status"]')).to_have_text("succeeded", timeout=60_000)
     finally:

@@ -4,6 +4,7 @@ jobs succeed, the deleted knowledge base's job history stays, and a new knowledg
 slug finds nothing of the old one in the playground. Screenshots are saved under VAR_DIR/artifacts/."""
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
@@ -42,7 +43,7 @@ def test_operator_deletes_a_source_then_the_knowledge_base_and_reuses_its_slug(
     expect(page.get_by_role("heading", name="Client files")).to_be_visible()
 
     log = (artifacts / "worker-delete.log").open("ab")
-    worker = start_worker_process(("high", "default", "low"), worker_env(**SLOW_SEARCH_SERVER), log=log)
+    worker = start_worker_process(settings.KB_INGESTION_QUEUES, worker_env(**SLOW_SEARCH_SERVER), log=log)
     try:
         # A source: asked first, then gone from the page; its delete job succeeds live.
         page.get_by_role("link", name="Delete Invoices").click()

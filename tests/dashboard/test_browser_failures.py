@@ -8,6 +8,7 @@ import re
 import uuid
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from playwright.sync_api import Page, expect
@@ -57,7 +58,7 @@ def start_worker(artifacts):  # noqa: F811
 
     def start():
         log = (artifacts / "worker-failures.log").open("ab")
-        worker = start_worker_process(("high", "default", "low"), worker_env(**SLOW_SEARCH_SERVER), log=log)
+        worker = start_worker_process(settings.KB_INGESTION_QUEUES, worker_env(**SLOW_SEARCH_SERVER), log=log)
         started.append((worker, log))
 
     yield start

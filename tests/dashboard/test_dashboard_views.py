@@ -94,7 +94,7 @@ def test_overview_shows_jobs_workers_queues_and_components(staff_client, make_jo
     response = staff_client.get(reverse("dashboard:overview"))
     assert (response.context["jobs"]["running"], response.context["jobs"]["queued"]) == (1, 2)
     assert response.context["queues"]["workers"] == 0
-    assert set(response.context["queues"]["queues"]) == {"high", "default", "low", "answers"}
+    assert set(response.context["queues"]["queues"]) == {"high", "default", "ocr", "low", "answers"}
     components = response.context["system"]["components"]
     assert {"database", "redis", "search"} <= set(components)
     assert components["database"]["status"] == "up"

@@ -6,7 +6,8 @@ from itertools import pairwise
 import pytest
 from django.test import override_settings
 
-from ingestion.chunking import chunk_text
+from ingestion.chunking import chunk_sections, chunk_text
+from ingestion.extraction.types import Section, Table
 
 
 def sentence(n: int, words: int = 9) -> str:
@@ -110,3 +111,27 @@ def test_a_megabyte_chunks_in_well_under_a_second():
     chunks = chunk_text(text, "")
     assert time.perf_counter() - started < 1.0
     assert len(chunks) > 500
+
+
+def test_sections_are_chunked_apart_and_keep_their_location_and_heading():
+    pages = [Section(paragraphs(3, 8), {"page": 1}, "Intro"), Section("Short page two.", {"page": 2}, "Intro > Scope")]
+    chunks = chunk_sections(pages, target_tokens=40, overlap=0)
+    assert [chunk.position for chunk in chunks] == list(range(len(chunks)))
+    assert chunks[-1].text == "Short page two."
+    assert (chunks[-1].location, chunks[-1].heading) == ({"page": 2}, "Intro > Scope")
+    assert all(chunk.location == {"page": 1} and "Short" not in chunk.text for chunk in chunks[:-1])
+
+
+def test_a_table_is_chunked_by_whole_rows_with_its_header_in_every_chunk():
+    rows = tuple(f"item {n} | {n * 10} | owner {n}" for n in range(40))
+    table = Section("", {"sheet": "Budget"}, "Budget", Table("Item | Cost | Owner", rows, first_row=5))
+    chunks = chunk_sections([table], target_tokens=60)
+    assert len(chunks) > 2
+    assert all(chunk.text.startswith("Item | Cost | Owner\nitem ") for chunk in chunks)
+    assert all(chunk.token_count <= 60 for chunk in chunks)
+    ranges = [chunk.location["rows"] for chunk in chunks]
+    assert ranges[0][0] == 5 and ranges[-1][1] == 44  # the sheet's own row numbers
+    assert all(later[0] == earlier[1] + 1 for earlier, later in pairwise(ranges))  # no row lost or repeated
+    assert {chunk.location["sheet"] for chunk in chunks} == {"Budget"}
+    first, last = ranges[0]
+    assert chunks[0].text.split("\n")[1:] == list(rows[: last - first + 1])

@@ -44,7 +44,7 @@ def test_upload_over_the_limit_is_413(staff_api, kb, settings):
 
 
 def test_upload_of_an_unextractable_type_is_415(staff_api, kb):
-    response = upload(staff_api, kb, name="photo.png", body=b"\x89PNG\r\n", content_type="image/png")
+    response = upload(staff_api, kb, name="notes.rar", body=b"Rar!\x1a\x07", content_type="application/x-rar")
     assert response.status_code == 415
 
 

@@ -9,14 +9,14 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from ingestion.extraction import SUPPORTED_KINDS
 from ingestion.models import IngestionJob
 from knowledge.models import Source
 from knowledge.storage import get_object_store, object_key_for, sha256_hex
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SUPPORTED = "the supported kinds are plain text (.txt), Markdown (.md), HTML (.html) and PDF (.pdf)."
-DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+SUPPORTED = f"the supported kinds are {SUPPORTED_KINDS}."
 
 
 def fresh_markdown() -> bytes:
@@ -30,14 +30,14 @@ def assert_nothing_stored(kb, data: bytes) -> None:
     assert not get_object_store().exists(object_key_for(sha256_hex(data)))
 
 
-def test_api_refuses_a_word_document_naming_its_kind_and_the_supported_ones(staff_api, kb):
-    upload = SimpleUploadedFile("report.docx", b"PK\x03\x04 not really", content_type=DOCX)
+def test_api_refuses_an_old_word_document_naming_its_kind_and_the_supported_ones(staff_api, kb):
+    upload = SimpleUploadedFile("report.doc", b"\xd0\xcf\x11\xe0 not really", content_type="application/msword")
     response = staff_api.post(f"/api/v1/kbs/{kb.slug}/uploads/", {"file": [upload]})
     assert response.status_code == 415
     body = response.json()
     assert body["error"] == "unsupported_media_type"
-    assert body["detail"] == "Nothing was stored: the file was refused (report.docx)."
-    assert body["fields"] == {"file": [f"report.docx: Word document (.docx) cannot be read; {SUPPORTED}"]}
+    assert body["detail"] == "Nothing was stored: the file was refused (report.doc)."
+    assert body["fields"] == {"file": [f"report.doc: Word 97-2003 document (.doc) cannot be read; {SUPPORTED}"]}
     assert "application/vnd" not in response.content.decode()
 
 
@@ -45,16 +45,16 @@ def test_api_refuses_a_mixed_batch_whole_and_lists_each_refused_file(staff_api, 
     notes = fresh_markdown()
     files = [
         SimpleUploadedFile("notes.md", notes, content_type="text/markdown"),
-        SimpleUploadedFile("red.png", b"\x89PNG\r\n\x1a\n", content_type="image/png"),
-        SimpleUploadedFile("logo.gif", b"GIF89a", content_type="image/gif"),
+        SimpleUploadedFile("notes.rar", b"Rar!\x1a\x07", content_type="application/octet-stream"),
+        SimpleUploadedFile("logo.svg", b"<svg/>", content_type="image/svg+xml"),
     ]
     response = staff_api.post(f"/api/v1/kbs/{kb.slug}/uploads/", {"file": files})
     assert response.status_code == 415
     body = response.json()
-    assert body["detail"] == "Nothing was stored: 2 of 3 files were refused (red.png, logo.gif)."
+    assert body["detail"] == "Nothing was stored: 2 of 3 files were refused (notes.rar, logo.svg)."
     assert body["fields"]["file"] == [
-        f"red.png: PNG image cannot be read; {SUPPORTED}",
-        f"logo.gif: GIF image cannot be read; {SUPPORTED}",
+        f"notes.rar: RAR archive cannot be read; {SUPPORTED}",
+        f"logo.svg: SVG image cannot be read; {SUPPORTED}",
     ]
     assert_nothing_stored(kb, notes)
 
@@ -77,23 +77,23 @@ def test_dashboard_form_refuses_a_mixed_batch_saying_nothing_was_stored(client, 
     notes = fresh_markdown()
     files = [
         SimpleUploadedFile("notes.md", notes, content_type="text/markdown"),
-        SimpleUploadedFile("red.png", b"\x89PNG\r\n\x1a\n", content_type="image/png"),
+        SimpleUploadedFile("notes.rar", b"Rar!\x1a\x07", content_type="application/octet-stream"),
     ]
     response = client.post(reverse("dashboard:source-new", args=[kb.slug, "file"]), {"file-files": files})
     assert response.status_code == 400
     page = response.content.decode()
-    assert "Nothing was stored: 1 of 2 files were refused (red.png)." in page
-    assert "red.png: PNG image cannot be read" in page
+    assert "Nothing was stored: 1 of 2 files were refused (notes.rar)." in page
+    assert "notes.rar: RAR archive cannot be read" in page
     assert_nothing_stored(kb, notes)
 
 
 def test_addsource_refuses_what_the_api_refuses_with_the_same_words(kb, tmp_path):
-    image = tmp_path / "x.png"
-    image.write_bytes(b"\x89PNG\r\n\x1a\n" + uuid.uuid4().bytes)
+    image = tmp_path / "x.rar"
+    image.write_bytes(b"Rar!\x1a\x07" + uuid.uuid4().bytes)
     with pytest.raises(CommandError) as refused:
         call_command("addsource", kb.slug, "--file", str(image))
     assert str(refused.value) == (
-        f"Nothing was stored: the file was refused (x.png). x.png: PNG image cannot be read; {SUPPORTED}"
+        f"Nothing was stored: the file was refused (x.rar). x.rar: RAR archive cannot be read; {SUPPORTED}"
     )
     assert_nothing_stored(kb, image.read_bytes())
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import redis
 import rq
+from django.conf import settings
 
 from bench.processes import start_worker_process
 from knowledge.services import api_key_create
@@ -66,7 +67,7 @@ class Stack:
         return self
 
     def start_worker(self) -> subprocess.Popen:
-        process = start_worker_process(("high", "default", "low"), self.env)
+        process = start_worker_process(settings.KB_INGESTION_QUEUES, self.env)
         self.processes.append(process)
         return process
 

@@ -115,7 +115,7 @@ def test_queues_lists_counts_per_queue_for_an_ops_key(client, space_kb):  # noqa
     response = client.get("/api/v1/queues", **bearer([space_kb.slug], scopes=("ops",)))
     assert response.status_code == 200
     queues = {queue["name"]: queue for queue in response.json()["queues"]}
-    assert set(queues) >= {"high", "default", "low", "answers"}
+    assert set(queues) >= {"high", "default", "ocr", "low", "answers"}
     assert queues["answers"]["queued"] == 1
     assert set(queues["answers"]) >= {"started", "finished", "failed", "scheduled", "workers"}
 
