@@ -157,6 +157,9 @@ def _docx_sections(document) -> tuple[list[Section], str]:
     path: list[tuple[int, str]] = []  # (level, text) of the enclosing headings; the Title has level 0
     paragraphs: list[str] = []
     first_heading = ""
+    # Paragraph.style looks the style up among all of the document's styles on every call, which
+    # made long documents quadratic; a paragraph names its style by id, looked up here once.
+    style_names = {style.style_id: style.name for style in document.styles}
 
     def current_heading() -> str:
         return " > ".join(heading for _, heading in path)
@@ -179,7 +182,7 @@ def _docx_sections(document) -> tuple[list[Section], str]:
             sections += found
             continue
         text = _plain(block.text)
-        level = _heading_level(block.style.name if block.style is not None else None)
+        level = _heading_level(style_names.get(block._p.style))
         if level is None or not text:
             paragraphs.append(block.text)
             continue
