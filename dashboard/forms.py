@@ -50,6 +50,9 @@ class KnowledgeBaseForm(forms.Form):
     embedder = forms.ChoiceField(choices=())
     language = forms.ChoiceField(choices=Language.choices, initial=Language.ENGLISH, required=False,
                                  help_text="How keyword search splits and stems this knowledge base's text.")
+    ocr_languages = forms.CharField(max_length=100, required=False, label="OCR languages",
+                                    help_text='For scans and photos: Tesseract languages such as eng or eng+chi_sim; '
+                                              "empty for the server's default.")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

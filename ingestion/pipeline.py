@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from ingestion.chunking import chunk_sections
 from ingestion.crawl_sync import crawl_source
-from ingestion.extraction import ExtractionError, extract, ocr_options
+from ingestion.extraction import ExtractionError, extract, may_need_ocr, ocr_options
 from ingestion.fetching import RawItem, source_item_count, source_items
 from ingestion.models import IngestionJob, JobKind, Stage
 from ingestion.runners import TRANSIENT, IngestionJobRunner
@@ -31,7 +31,7 @@ from kbportal.metrics import embedding_timer, stage_timer
 from knowledge.embedders import chunk_embedding_text, get_embedder
 from knowledge.models import Document, DocumentStatus, Source, SourceKind
 from knowledge.storage import get_object_store, sha256_hex
-from search.indexer import bulk_upsert, delete_stale_chunks
+from search.indexer import bulk_upsert, delete_stale_chunks, document_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -183,10 +183,15 @@ class SyncRunner(IngestionJobRunner):
             return None
         with stage_timer("ingestion", "store"):
             object_key = get_object_store().put(item.data, item.content_type)
+        twin = None
+        if may_need_ocr(item.content_type, item.key):
+            twin = read_twin(kb=source.kb, sha=sha, document=document)
+        if twin is not None:
+            return self.prepared_from_twin(source, item, document, twin, object_key=object_key, sha=sha)
         try:
             with stage_timer("ingestion", Stage.EXTRACT):
-                extracted = extract(item.data, item.content_type, item.key,
-                                    ocr_with=ocr_options(on_page=self.ocr_progress(item.key)))
+                ocr_with = ocr_options(languages=source.kb.ocr_languages, on_page=self.ocr_progress(item.key))
+                extracted = extract(item.data, item.content_type, item.key, ocr_with=ocr_with)
         except ExtractionError as exc:
             document.sha256, document.object_key, document.size = sha, object_key, len(item.data)
             self.record_failure(document, item.key, str(exc))
@@ -222,6 +227,22 @@ class SyncRunner(IngestionJobRunner):
                 "location": chunk.location,
                 "created": now,
             }
+            for chunk in chunks
+        ]
+        return PreparedDocument(document, previous_chunk_count, bodies)
+
+    def prepared_from_twin(self, source, item, document, twin, *, object_key: str, sha: str) -> PreparedDocument:
+        """The same bytes, already read in this knowledge base: its chunks again, without OCR."""
+        twin_document, chunks = twin
+        previous_chunk_count = document.chunk_count
+        document.title, document.sha256, document.object_key = twin_document.title, sha, object_key
+        document.size, document.content_type = len(item.data), twin_document.content_type
+        document.metadata = {**document.metadata, **item.metadata, "read_as": twin_document.pk}
+        now = timezone.now().isoformat()
+        bodies = [
+            {"kb": str(source.kb_id), "source": str(source.pk), "tags": item.metadata.get("tags", []),
+             "title": twin_document.title, "url": item.key, "content": chunk["content"], "position": chunk["position"],
+             "section": chunk.get("section", ""), "location": chunk.get("location") or {}, "created": now}
             for chunk in chunks
         ]
         return PreparedDocument(document, previous_chunk_count, bodies)
@@ -315,6 +336,22 @@ class SyncRunner(IngestionJobRunner):
             self.wait_for_indexing()
         except Exception:
             logger.warning("job %s: the last batch failed to index", self.job.pk, exc_info=True)
+
+
+def read_twin(*, kb, sha: str, document: Document) -> tuple[Document, list[dict]] | None:
+    """Another document of the knowledge base with the same bytes, indexed whole, and its chunks:
+    a re-upload of a scan is not OCR'd again. None when there is none (or its chunks are not all
+    in the index, say mid-rewrite)."""
+    twin = (
+        Document.objects.filter(source__kb=kb, sha256=sha, status=DocumentStatus.INDEXED, chunk_count__gt=0)
+        .exclude(pk=document.pk)
+        .order_by("-indexed_at")
+        .first()
+    )
+    if twin is None:
+        return None
+    chunks = document_chunks(twin.pk)
+    return (twin, chunks) if len(chunks) == twin.chunk_count else None
 
 
 def mark_indexed(documents: list[Document], now: datetime) -> None:

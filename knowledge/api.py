@@ -58,6 +58,8 @@ class KnowledgeBaseListApi(KnowledgeAPIView):
         description = serializers.CharField(required=False, allow_blank=True, default="")
         embedder = serializers.CharField(required=False, default=None, allow_null=True)
         language = serializers.ChoiceField(choices=Language.choices, required=False, default=Language.ENGLISH)
+        ocr_languages = serializers.CharField(max_length=100, required=False, allow_blank=True, default="",
+                                              help_text='Tesseract languages, e.g. "eng+chi_sim"; "" for KB_OCR_LANGS.')
 
     @extend_schema(responses=KnowledgeBaseOutput(many=True))
     def get(self, request):

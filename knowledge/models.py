@@ -1,6 +1,7 @@
 """Knowledge bases, their sources and documents, and API keys: PostgreSQL is the truth."""
 
 import hashlib
+import re
 import secrets
 
 from django.core.exceptions import ValidationError
@@ -47,6 +48,13 @@ class Language(models.TextChoices):
     NONE = "none", "Other (words as written, no stemming)"
 
 
+def validate_ocr_languages(value: str) -> None:
+    """Tesseract language names ("eng", "chi_sim") joined by "+"; whether their data is installed
+    is checked when a page is OCR'd, where the document then fails naming the missing one."""
+    if value and not re.fullmatch(r"[a-z][a-z_]*(\+[a-z][a-z_]*)*", value):
+        raise ValidationError('Tesseract language names joined by "+", such as eng or eng+chi_sim.')
+
+
 class KnowledgeBase(models.Model):
     """A searchable collection (one tenant's content): its sources, their documents, one embedder.
 
@@ -61,6 +69,11 @@ class KnowledgeBase(models.Model):
     language = models.CharField(
         max_length=32, choices=Language.choices, default=Language.ENGLISH,
         help_text="How keyword search splits and stems this knowledge base's text (and its queries).",
+    )
+    ocr_languages = models.CharField(
+        max_length=100, blank=True, default="", validators=[validate_ocr_languages],
+        help_text='Tesseract languages for scans and photos, joined by "+" (eng, chi_sim, eng+chi_sim); '
+                  "empty: the KB_OCR_LANGS setting.",
     )
     dimensions = models.PositiveIntegerField(default=384)
     #: Bumped whenever the indexed content changes, so cached search results never go stale.

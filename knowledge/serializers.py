@@ -11,8 +11,8 @@ class KnowledgeBaseOutput(serializers.ModelSerializer):
 
     class Meta:
         model = KnowledgeBase
-        fields = ["slug", "name", "description", "embedder", "dimensions", "language", "generation", "documents",
-                  "created_at"]
+        fields = ["slug", "name", "description", "embedder", "dimensions", "language", "ocr_languages", "generation",
+                  "documents", "created_at"]
 
     def get_documents(self, kb) -> int:
         return kb.sources.aggregate(n=Count("documents"))["n"] or 0

@@ -32,10 +32,11 @@ def knowledge_base_create(
     description: str = "",
     embedder: str | None = None,
     language: str = Language.ENGLISH,
+    ocr_languages: str = "",
 ) -> KnowledgeBase:
     """Create a knowledge base whose vector size is its embedder's (KB_EMBEDDER unless given).
 
-    Raises ValidationError for a bad or taken slug and for an unknown embedder.
+    Raises ValidationError for a bad or taken slug, an unknown embedder, or malformed OCR languages.
     """
     embedder = embedder or settings.KB_EMBEDDER
     try:
@@ -52,6 +53,7 @@ def knowledge_base_create(
         embedder=embedder,
         dimensions=dimensions,
         language=language,
+        ocr_languages=ocr_languages,
     )
     kb.full_clean()
     kb.save()

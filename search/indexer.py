@@ -211,3 +211,21 @@ def kb_chunk_count(kb_id: int | str) -> int:
         if is_missing_index(error):
             return 0
         raise
+
+
+def document_chunks(document_id: int | str) -> list[dict]:
+    """A document's chunks as indexed, in order: content, title, section, location and position
+    (no vectors); [] when there is no index yet."""
+    search = (
+        Search(using=get_client(), index=alias_name())
+        .query(Q("bool", filter=[Q("term", document=str(document_id))]))
+        .source(["content", "title", "section", "location", "position"])
+        .sort("position")
+    )
+    try:
+        with unavailable_on_failure("read a document's chunks"):
+            return [hit.to_dict() for hit in search.params(size=1000).scan()]
+    except SearchError as error:
+        if is_missing_index(error):
+            return []
+        raise

@@ -164,9 +164,11 @@ def may_need_ocr(content_type: str, filename: str = "") -> bool:
         return False
 
 
-def ocr_options(*, on_page=None) -> OcrOptions:
-    """OCR as the settings say (`KB_OCR_LANGS`, `KB_OCR_PAGE_TIMEOUT`), reporting each page to `on_page`."""
-    return OcrOptions(languages=settings.KB_OCR_LANGS, page_timeout=settings.KB_OCR_PAGE_TIMEOUT, on_page=on_page)
+def ocr_options(*, languages: str = "", on_page=None) -> OcrOptions:
+    """OCR in `languages` (a knowledge base's own, else `KB_OCR_LANGS`) with `KB_OCR_PAGE_TIMEOUT`
+    per page, reporting each page to `on_page`."""
+    return OcrOptions(languages=languages or settings.KB_OCR_LANGS, page_timeout=settings.KB_OCR_PAGE_TIMEOUT,
+                      on_page=on_page)
 
 
 def extract(data: bytes, content_type: str, filename: str = "", *, ocr_with: OcrOptions | None = None) -> Extracted:

@@ -14,7 +14,7 @@ from ingestion.models import IngestionJob
 from ingestion.services import source_sync
 from ingestion.tasks import run_ingestion_job
 from kbportal.claiming import JobStatus
-from knowledge.models import Document, DocumentStatus
+from knowledge.models import Document, DocumentStatus, KnowledgeBase
 from tests.support import start_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -149,3 +149,33 @@ def test_hostile_files_fail_alone_with_their_reasons_and_leave_nothing_indexed(s
     assert Document.objects.get(key="fine.md").status == DocumentStatus.INDEXED
     assert [hit["url"] for hit in search(staff_api, kb, "albatross")] == ["fine.md"]
     assert search(staff_api, kb, "page") == []
+
+
+def test_each_knowledge_base_reads_scans_in_its_own_languages(staff_api):
+    response = staff_api.post("/api/v1/kbs/", {"slug": "klingon", "name": "K", "embedder": "hashing",
+                                                "ocr_languages": "tlh"}, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["ocr_languages"] == "tlh"
+    kb = KnowledgeBase.objects.get(slug="klingon")
+    run_ingestion_job(upload(staff_api, kb, {"photo.png": SCAN}).json()["job"]["id"])
+    error = Document.objects.get(source__kb=kb).error
+    assert "tlh" in error and "KB_OCR_LANGS" in error
+
+
+def test_malformed_ocr_languages_are_refused_with_the_field_named(staff_api):
+    response = staff_api.post("/api/v1/kbs/", {"slug": "bad-ocr", "name": "B", "ocr_languages": "eng; rm -rf"},
+                              format="json")
+    assert response.status_code == 400
+    assert "ocr_languages" in response.json()["fields"]
+
+
+def test_a_re_upload_of_the_same_scan_is_not_ocrd_again(staff_api, kb, settings):
+    first = upload(staff_api, kb, {"photo.png": SCAN}).json()["job"]["id"]
+    run_ingestion_job(first)
+    settings.KB_OCR_PAGE_TIMEOUT = 0.001  # any OCR now would fail the document
+    again = upload(staff_api, kb, {"photo-again.png": SCAN}).json()["job"]["id"]
+    run_ingestion_job(again)
+    job = IngestionJob.objects.get(pk=again)
+    assert (job.status, job.done, job.failed) == (JobStatus.SUCCEEDED, 1, 0), job.recent_errors
+    assert "ocr_progress" not in job.payload
+    assert sorted(hit["url"] for hit in search(staff_api, kb, "okapi")) == ["photo-again.png", "photo.png"]

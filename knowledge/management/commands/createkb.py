@@ -17,6 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("--embedder", default=None, help="minilm (default setting), hashing or http")
         parser.add_argument("--language", default=Language.ENGLISH, choices=Language.values,
                             help="how keyword search splits and stems the text (default english)")
+        parser.add_argument("--ocr-languages", default="",
+                            help='Tesseract languages for scans and photos, e.g. eng+chi_sim (default: KB_OCR_LANGS)')
 
     def handle(self, *args, **options):
         try:
@@ -26,6 +28,7 @@ class Command(BaseCommand):
                 description=options["description"],
                 embedder=options["embedder"],
                 language=options["language"],
+                ocr_languages=options["ocr_languages"],
             )
         except ValidationError as exc:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()))
