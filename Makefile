@@ -1,4 +1,4 @@
-.PHONY: up down test lint loadtest soak
+.PHONY: up down test cluster-test lint loadtest soak
 
 up:
 	@bash scripts/up.sh
@@ -8,6 +8,9 @@ down:
 
 test:
 	@bash scripts/test.sh
+
+cluster-test:
+	@bash scripts/cluster-test.sh $(ARGS)
 
 lint:
 	@.venv/bin/ruff check .

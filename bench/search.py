@@ -19,12 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
-from django.conf import settings
 from elasticsearch import Elasticsearch
 
 from bench.measuring import percentile
 from bench.processes import process_environment, production_mode, start_web_process, wait_live
 from knowledge.models import Document, KnowledgeBase
+from search.client import node_urls
 from search.index import alias_name
 from search.query import msearch_body, search_bodies
 from search.services import plan_search, query_vector
@@ -109,7 +109,7 @@ def direct_searches(kb: KnowledgeBase, queries: list[str], mode: str) -> list[li
 
 
 def bench_direct(searches: list[list[dict]], total: int, concurrency: int) -> LoadResult:
-    client = Elasticsearch(settings.KB_ES_URL, request_timeout=60, connections_per_node=max(concurrency, 10))
+    client = Elasticsearch(node_urls(), request_timeout=60, connections_per_node=max(concurrency, 10))
     alias = alias_name()
 
     def call(i: int) -> None:
@@ -186,7 +186,7 @@ def paired_misses(
     tables above compare medians taken a minute apart); paired, the drift cancels. Returns the
     differences (API miss - direct) in ms; their median is the figure.
     """
-    direct = Elasticsearch(settings.KB_ES_URL, request_timeout=60)
+    direct = Elasticsearch(node_urls(), request_timeout=60)
     alias = alias_name()
     differences = []
     with api_client(base_url, key, 1) as api:

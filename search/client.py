@@ -1,9 +1,14 @@
 """The process-wide Elasticsearch client and the errors the search app raises.
 
-The client never retries on its own (`max_retries=0`): a search that waits for retries holds a web
-worker, so retrying is the caller's choice (the circuit breaker for searches, rq's backoff for
-ingestion). Every call site translates transport failures into `SearchUnavailable` through
-`unavailable_on_failure`, so callers catch one exception whatever went wrong on the wire.
+`KB_ES_URL` names one node or, comma-separated, several nodes of one cluster. The client never
+retries after a timeout or an error status: a search that waits for retries holds a web worker,
+so retrying is the caller's choice (the circuit breaker for searches, rq's backoff for
+ingestion). The one exception needs several nodes: a request whose connection failed (refused,
+reset) is sent to the next node at once, at most once per other node, and the failed node is left
+out of the rotation for a while. That costs milliseconds, and it keeps searches and indexing
+going while one node of the cluster is down. Every call site translates transport failures into
+`SearchUnavailable` through `unavailable_on_failure`, so callers catch one exception whatever went
+wrong on the wire.
 """
 
 import threading
@@ -34,18 +39,25 @@ _client: Elasticsearch | None = None
 _lock = threading.Lock()
 
 
+def node_urls() -> list[str]:
+    """The node URLs `KB_ES_URL` names (one, or several separated by commas)."""
+    return [url.strip() for url in settings.KB_ES_URL.split(",") if url.strip()]
+
+
 def get_client() -> Elasticsearch:
     """The client shared by every thread of this process (it is thread-safe and pools connections)."""
     global _client
     if _client is None:
         with _lock:
             if _client is None:
+                urls = node_urls()
                 _client = Elasticsearch(
-                    settings.KB_ES_URL,
+                    urls,
                     api_key=settings.KB_ES_API_KEY or None,
                     request_timeout=settings.KB_ES_TIMEOUT,
-                    max_retries=0,
+                    max_retries=len(urls) - 1,  # connection failures only: see the module docstring
                     retry_on_timeout=False,
+                    retry_on_status=(),
                 )
     return _client
 
