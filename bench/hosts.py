@@ -49,6 +49,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.processes import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 BRIDGE = "kbbr0"
 PREFIX = "10.77.0"
@@ -61,16 +63,6 @@ INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
-def wait_for(predicate, *, seconds: float, what: str, interval: float = 0.25):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {seconds:g}s waiting for {what}")
 
 
 def port_answers(address: str, port: int) -> bool:
@@ -308,9 +300,9 @@ class KbCluster:
         self.start_postgres()
         self.start_redis()
         self.manage("migrate", "--noinput", "-v", "0")
-        wait_for(lambda: self.alive("elasticsearch", self.ES_NODES)
+        wait_until(lambda: self.alive("elasticsearch", self.ES_NODES)
                  and http_ok(f"{self.es_url('es1')}/_cluster/health?wait_for_nodes=3&timeout=1s"),
-                 seconds=180, what="three Elasticsearch nodes to form one cluster", interval=1)
+                 timeout=180, message="three Elasticsearch nodes to form one cluster", interval=1)
         self.manage("search_index", "--create")
         self.wait_green()  # the chunk index's replica placed: any one node may go now
         for name in self.WEBS:
@@ -322,7 +314,7 @@ class KbCluster:
         self.start_proxy()
         for name in self.WEBS:
             self.wait_web(name)
-        wait_for(lambda: http_ok(f"{self.proxy_url}/health/live"), seconds=30, what="the proxy")
+        wait_until(lambda: http_ok(f"{self.proxy_url}/health/live"), timeout=30, message="the proxy")
         self.started_in = time.monotonic() - started
         return self
 
@@ -372,14 +364,14 @@ class KbCluster:
             "-c", f"listen_addresses={self.data.address}", "-c", "fsync=off", "-c", "max_connections=300",
             "-c", "tcp_keepalives_idle=5", "-c", "tcp_keepalives_interval=2", "-c", "tcp_keepalives_count=3",
         ], user="postgres", cwd=home)
-        wait_for(lambda: port_answers(self.data.address, 5432), seconds=30, what="PostgreSQL")
+        wait_until(lambda: port_answers(self.data.address, 5432), timeout=30, message="PostgreSQL")
         subprocess.run(["createdb", "-h", self.data.address, "-U", "postgres", "kbportal"], check=True,
                        capture_output=True)
 
     def start_redis(self) -> None:
         self.data.start("redis", ["redis-server", "--bind", self.data.address, "--port", "6379", "--save", "",
                                   "--appendonly", "no", "--protected-mode", "no"])
-        wait_for(lambda: port_answers(self.data.address, 6379), seconds=20, what="Redis")
+        wait_until(lambda: port_answers(self.data.address, 6379), timeout=20, message="Redis")
 
     # --- Elasticsearch -----------------------------------------------------------------------------
 
@@ -437,10 +429,10 @@ class KbCluster:
             return None
 
     def wait_green(self, seconds: float = 120, via: str = "es1") -> dict:
-        return wait_for(
+        return wait_until(
             lambda: (health := self.es_health(via)) and health["status"] == "green"
             and health["number_of_nodes"] == len(self.ES_NODES) and health,
-            seconds=seconds, what="the Elasticsearch cluster to be green with every node", interval=1)
+            timeout=seconds, message="the Elasticsearch cluster to be green with every node", interval=1)
 
     # --- web, workers, proxy -----------------------------------------------------------------------
 
@@ -454,8 +446,8 @@ class KbCluster:
 
     def wait_web(self, name: str, seconds: float = 60) -> None:
         address = self.host(name).address
-        wait_for(lambda: self.alive("web", [name]) and http_ok(f"http://{address}:8000/health/live"), seconds=seconds,
-                 what=f"{name}'s web server")
+        wait_until(lambda: self.alive("web", [name]) and http_ok(f"http://{address}:8000/health/live"), timeout=seconds,
+                 message=f"{name}'s web server")
 
     def start_worker(self, name: str) -> subprocess.Popen:
         host = self.host(name)

@@ -23,7 +23,7 @@ from django.db import connection
 from django.test import Client
 from rq.worker import Worker as RqWorker
 
-from bench.processes import process_environment, start_worker_process
+from bench.processes import process_environment, start_worker_process, wait_until
 from ingestion.chunking import chunk_sections
 from ingestion.extraction import extract
 from ingestion.models import IngestionJob
@@ -85,14 +85,6 @@ def bench_inline_pipeline(embedder_name: str, documents: list[CollectionDocument
     return Measurement("pipeline, 1 process", seconds, job.done, f"job {job.status}")
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark step did not finish in time")
-        time.sleep(0.2)
-
-
 def bench_workers(
     embedder_name: str, documents: list[CollectionDocument], workers: int, sources: int, during: Callable | None = None
 ) -> tuple[Measurement, object]:
@@ -107,7 +99,7 @@ def bench_workers(
     extra = None
     try:
         # Workers register after their preload (model loaded), so timing excludes model loading.
-        wait_for(lambda: len({w.name for w in RqWorker.all(connection=queue.connection)} - before) >= workers, 180)
+        wait_until(lambda: len({w.name for w in RqWorker.all(connection=queue.connection)} - before) >= workers, 180)
         size = -(-len(documents) // sources)
         started = time.perf_counter()
         jobs = [
@@ -117,7 +109,7 @@ def bench_workers(
         ids = [job.pk for job in jobs if job is not None]
         if during is not None:
             extra = during(kb)
-        wait_for(lambda: not IngestionJob.objects.filter(pk__in=ids, status__in=["queued", "running"]).exists(), 3600)
+        wait_until(lambda: not IngestionJob.objects.filter(pk__in=ids, status__in=["queued", "running"]).exists(), 3600)
         seconds = time.perf_counter() - started
     finally:
         for process in processes:

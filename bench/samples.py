@@ -30,8 +30,8 @@ def word_report(*, title: str, sections: dict[str, list[str]], table: list[list[
     return out.getvalue()
 
 
-def slide_deck(slides: list[tuple[str, str, str]]) -> bytes:
-    """A .pptx with one title-and-content slide per (title, body, notes)."""
+def presentation(slides: list[tuple[str, str, str]]) -> Presentation:
+    """A presentation with one title-and-content slide per (title, body, notes)."""
     deck = Presentation()
     for title, body, notes in slides:
         slide = deck.slides.add_slide(deck.slide_layouts[1])
@@ -39,8 +39,13 @@ def slide_deck(slides: list[tuple[str, str, str]]) -> bytes:
         slide.placeholders[1].text = body
         if notes:
             slide.notes_slide.notes_text_frame.text = notes
+    return deck
+
+
+def slide_deck(slides: list[tuple[str, str, str]]) -> bytes:
+    """A .pptx with one title-and-content slide per (title, body, notes)."""
     out = io.BytesIO()
-    deck.save(out)
+    presentation(slides).save(out)
     return out.getvalue()
 
 

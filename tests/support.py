@@ -74,16 +74,6 @@ def stop_worker(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: f
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def wait_until(predicate, timeout: float = 60, interval: float = 0.2, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-
-
 def answers(url: str) -> bool:
     try:
         httpx.get(url, timeout=0.3)

@@ -19,7 +19,8 @@ import httpx
 import psycopg
 import pytest
 
-from bench.hosts import ROOT, KbCluster, wait_for
+from bench.hosts import ROOT, KbCluster
+from bench.processes import wait_until
 
 #: Jobs handed over quickly: a dead worker's lease runs out in 5 s and the sweeper looks every 2 s;
 #: retries come fast and outlast a fault of a scenario's length.
@@ -194,7 +195,7 @@ def wait_jobs_finished(cluster: KbCluster, job_ids, seconds: float = 120) -> dic
             status in ("succeeded", "failed", "canceled") for status, _ in states.values())
         return done and states
 
-    return wait_for(finished, seconds=seconds, what=f"{len(set(job_ids))} jobs to finish", interval=0.5)
+    return wait_until(finished, timeout=seconds, message=f"{len(set(job_ids))} jobs to finish", interval=0.5)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from bench.hosts import wait_for
+from bench.processes import wait_until
 from tests.cluster.conftest import SearchLoad, Uploader, check_counts, job_states, query, wait_jobs_finished
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420), pytest.mark.usefixtures("logs_on_failure")]
@@ -32,7 +32,7 @@ def test_a_worker_host_cut_off_mid_job_hands_its_job_over_and_every_document_is_
     uploader.start()
     worker = cluster.host("worker1")
     try:
-        held = wait_for(lambda: jobs_held_by(cluster, "worker1"), seconds=60, what="worker1 to hold a job",
+        held = wait_until(lambda: jobs_held_by(cluster, "worker1"), timeout=60, message="worker1 to hold a job",
                         interval=0.05)
         worker.cut()  # mid-job: it can no longer renew its lease, write its chunks or finish
         cut_at = time.monotonic()
@@ -40,8 +40,8 @@ def test_a_worker_host_cut_off_mid_job_hands_its_job_over_and_every_document_is_
         worker.kill()
         lease_left = query(cluster, "SELECT max(extract(epoch FROM lease_expires_at - now())) FROM "
                            "ingestion_ingestionjob WHERE id = ANY(%s)", held)[0][0]
-        wait_for(lambda: all(attempts >= 2 for _, attempts in job_states(cluster, held).values()), seconds=120,
-                 what="another worker to claim the jobs worker1 held", interval=0.2)
+        wait_until(lambda: all(attempts >= 2 for _, attempts in job_states(cluster, held).values()), timeout=120,
+                 message="another worker to claim the jobs worker1 held", interval=0.2)
         claimed_again = time.monotonic() - cut_at
         uploads = uploader.finish()
         states = wait_jobs_finished(cluster, held)
@@ -101,9 +101,9 @@ def test_c_one_elasticsearch_node_stops_the_cluster_goes_yellow_and_nothing_ackn
     try:
         time.sleep(2)
         cluster.host(node).kill()
-        yellow = wait_for(
+        yellow = wait_until(
             lambda: (h := cluster.es_health(survivor)) and (h["status"], h["number_of_nodes"]) == ("yellow", 2) and h,
-            seconds=60, what="the cluster to go yellow with two nodes", interval=0.5)
+            timeout=60, message="the cluster to go yellow with two nodes", interval=0.5)
         ok_before = load.ok
         time.sleep(5)
         ok_yellow = load.ok - ok_before
@@ -150,8 +150,8 @@ def test_d_workers_partitioned_from_redis_for_30_s_resume_by_themselves(cluster,
             worker.unblock(redis_address, 6379)
     healed_at = time.monotonic()
     try:
-        wait_for(lambda: succeeded(cluster, uploads.acknowledged.values()) > indexed_during, seconds=120,
-                 what="the workers to index again", interval=0.2)
+        wait_until(lambda: succeeded(cluster, uploads.acknowledged.values()) > indexed_during, timeout=120,
+                 message="the workers to index again", interval=0.2)
         resumed = time.monotonic() - healed_at
         wait_jobs_finished(cluster, uploads.acknowledged.values(), seconds=120)
         caught_up = time.monotonic() - healed_at

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import connection
 
 from bench.localsite import LocalSite, article_text
+from bench.processes import wait_until
 from ingestion.models import IngestionJob
 from ingestion.services import job_cancel, job_state, source_add, source_sync
 from ingestion.tasks import run_ingestion_job
@@ -18,7 +19,7 @@ from knowledge.storage import get_object_store
 from search.client import get_client
 from search.query import SearchRequest, search
 from tests.ingestion.test_extraction import text_pdf
-from tests.support import embedded_texts, wait_until
+from tests.support import embedded_texts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

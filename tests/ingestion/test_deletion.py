@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from bench.processes import wait_until
 from ingestion.models import IngestionJob, JobKind
 from ingestion.orphans import sweep_orphans
 from ingestion.services import knowledge_base_delete, source_add, source_delete, store_upload
@@ -22,7 +23,7 @@ from knowledge.storage import get_object_store
 from search.client import get_client
 from search.indexer import bulk_upsert
 from tests.search.chunk_index import chunk, temporary_alias, vector
-from tests.support import start_worker, stop_worker, wait_until
+from tests.support import start_worker, stop_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

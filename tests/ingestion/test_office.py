@@ -10,7 +10,6 @@ import zipfile
 
 import docx
 import openpyxl
-import pptx
 import pytest
 from openpyxl.chart import BarChart, Reference
 
@@ -139,20 +138,12 @@ def test_damaged_word_document_fails_with_a_reason():
 # PowerPoint ----------------------------------------------------------------------------------
 
 
-def deck(slides: list[tuple[str, str, str]]) -> pptx.Presentation:
-    """Title-and-content slides of (title, body, notes)."""
-    presentation = pptx.Presentation()
-    for title, body, notes in slides:
-        slide = presentation.slides.add_slide(presentation.slide_layouts[1])
-        slide.shapes.title.text = title
-        slide.placeholders[1].text = body
-        if notes:
-            slide.notes_slide.notes_text_frame.text = notes
-    return presentation
 
 
 def test_slides_become_sections_with_slide_locations_and_notes():
-    presentation = deck([("Roadmap", "Ship search\nShip OCR", "Mention the budget."), ("Team", "Four people", "")])
+    presentation = samples.presentation(
+        [("Roadmap", "Ship search\nShip OCR", "Mention the budget."), ("Team", "Four people", "")]
+    )
     slide = presentation.slides.add_slide(presentation.slide_layouts[5])  # title only
     slide.shapes.title.text = "Numbers"
     table = slide.shapes.add_table(2, 2, 0, 0, 3_000_000, 1_000_000).table
@@ -172,7 +163,7 @@ def test_slides_become_sections_with_slide_locations_and_notes():
 
 def test_too_many_slides_are_refused(settings):
     settings.KB_MAX_PAGES = 2
-    data = saved(deck([("One", "a", ""), ("Two", "b", ""), ("Three", "c", "")]))
+    data = saved(samples.presentation([("One", "a", ""), ("Two", "b", ""), ("Three", "c", "")]))
 
     with pytest.raises(ExtractionError, match=r"3 slides, over the limit of 2 \(KB_MAX_PAGES\)"):
         extract(data, "", "long.pptx")

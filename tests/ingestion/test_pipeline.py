@@ -7,6 +7,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from bench.processes import wait_until
 from ingestion.deleting import DeleteDocumentsRunner, DeleteSourceRunner
 from ingestion.models import IngestionJob
 from ingestion.pipeline import SyncRunner
@@ -17,7 +18,7 @@ from knowledge.models import Document
 from knowledge.storage import get_object_store
 from search.client import get_client
 from search.indexer import delete_source_chunks
-from tests.support import embedded_texts, wait_until
+from tests.support import embedded_texts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,11 +9,12 @@ import pytest
 from django.conf import settings
 from rq import Worker as RqWorker
 
+from bench.processes import wait_until
 from ingestion.models import IngestionJob
 from ingestion.services import store_upload, upload_add
 from kbportal.claiming import JobStatus, rq_job_waiting
 from search.client import get_client
-from tests.support import embedded_texts, start_worker, stop_worker, wait_until
+from tests.support import embedded_texts, start_worker, stop_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,12 +9,13 @@ import pytest
 import redis
 from django.conf import settings
 
+from bench.processes import wait_until
 from ingestion.models import IngestionJob
 from ingestion.services import source_add
 from ingestion.tasks import sweep_jobs
 from kbportal.claiming import JobStatus
 from search.client import get_client
-from tests.support import embedded_texts, start_worker, stop_worker, wait_until
+from tests.support import embedded_texts, start_worker, stop_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

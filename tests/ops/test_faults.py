@@ -17,7 +17,7 @@ import redis
 import rq
 from django.conf import settings
 
-from bench.processes import start_worker_process
+from bench.processes import start_worker_process, wait_until
 from knowledge.services import api_key_create
 from search.client import reset_client
 from search.index import ensure_index
@@ -31,7 +31,6 @@ from tests.support import (
     TcpProxy,
     WebServer,
     stop_worker,
-    wait_until,
     worker_env,
 )
 

@@ -17,13 +17,14 @@ from django.test import override_settings
 from django.urls import path
 from rq import Queue
 
+from bench.processes import wait_until
 from ingestion.services import source_add
 from kbportal import metrics
 from kbportal.breaker import CircuitBreaker
 from kbportal.claiming import JobStatus
 from tests.ops.conftest import bearer, scrape, value
 from tests.search.search_kbs import ingest
-from tests.support import ROOT, start_worker, wait_until, worker_env
+from tests.support import ROOT, start_worker, worker_env
 
 LATENCY = "kb_http_request_duration_seconds_count"
 

@@ -5,14 +5,14 @@ import time
 import pytest
 from django.test import override_settings
 
-from bench.processes import free_port
+from bench.processes import free_port, wait_until
 from knowledge.embedders import get_embedder
 from search import cache
 from search.client import reset_client
 from search.errors import SearchDown
 from search.services import search_knowledge
 from tests.search.search_kbs import SEARCH_URL, bearer, ingest, make_kb
-from tests.support import RedisServer, wait_until
+from tests.support import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,12 +4,12 @@ import time
 
 import pytest
 
+from bench.processes import wait_until
 from kbportal.claiming import JobStatus
 from search.asking.generators import NOT_FOUND
 from search.asking.services import answer_cancel
 from search.models import AnswerTask
 from tests.search.asking.ask_support import answer, llm, run_in_thread, space_kb, submit  # noqa: F401
-from tests.support import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

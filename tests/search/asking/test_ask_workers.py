@@ -6,10 +6,11 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from bench.processes import wait_until
 from kbportal.claiming import JobStatus
 from search.models import AnswerTask
 from tests.search.asking.ask_support import llm, space_kb, submit  # noqa: F401
-from tests.support import start_worker, stop_worker, wait_until
+from tests.support import start_worker, stop_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
