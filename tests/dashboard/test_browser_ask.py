@@ -16,7 +16,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
-from bench.processes import start_worker_process
+from bench.processes import start_worker_process, wait_until
 from bench.standin_llm import StandinLLM
 from kbportal.claiming import JobStatus
 from knowledge.services import knowledge_base_create
@@ -30,7 +30,7 @@ from tests.dashboard.test_browser import (  # noqa: F401  (fixtures)
     shot,
 )
 from tests.search.search_kbs import document_id, ingest
-from tests.support import stop_worker, wait_until, worker_env
+from tests.support import stop_worker, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
