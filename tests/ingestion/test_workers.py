@@ -71,9 +71,11 @@ def test_second_delivery_of_a_finished_job_is_a_no_op(kb):
 def test_killed_worker_job_is_finished_by_another_after_lease_expiry(kb):
     (job,) = add_text_sources(kb, 1)
     doomed = start_worker("high", KB_JOB_LEASE_SECONDS="2", KB_TEST_EMBED_DELAY="30")
-    wait_until(lambda: embedded_texts(), timeout=60, message="the first worker to start embedding")
-    os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its scheduler die, as in a crash
-    doomed.wait()
+    try:
+        wait_until(lambda: embedded_texts(), timeout=60, message="the first worker to start embedding")
+    finally:
+        os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its scheduler die, as in a crash
+        doomed.wait()
     assert IngestionJob.objects.get(pk=job.pk).status == JobStatus.RUNNING
     wait_until(lambda: sweep_jobs()["expired"] == 1, timeout=30, message="the lease to expire and the sweeper to act")
     rescuer = start_worker("high", burst=True)
