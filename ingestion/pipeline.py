@@ -387,6 +387,8 @@ def lock_for_indexing(*, source_id: int, document_ids: list[int]) -> set[int]:
     """
     if not Source.objects.select_for_update(no_key=True).filter(pk=source_id).exists():
         raise SourceDeleted()
-    return set(
-        Document.objects.select_for_update(no_key=True).filter(pk__in=document_ids).values_list("pk", flat=True)
-    )
+    # Ordered by id alone: Document's default ordering joins the source and knowledge base, and
+    # FOR NO KEY UPDATE would then lock the knowledge base's row too, so that syncs of one
+    # knowledge base's sources ran one at a time.
+    documents = Document.objects.select_for_update(no_key=True).filter(pk__in=document_ids).order_by("pk")
+    return set(documents.values_list("pk", flat=True))

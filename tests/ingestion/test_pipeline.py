@@ -5,16 +5,16 @@ import threading
 import django_rq
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from bench.processes import wait_until
 from ingestion.deleting import DeleteDocumentsRunner, DeleteSourceRunner
 from ingestion.models import IngestionJob
-from ingestion.pipeline import SyncRunner
+from ingestion.pipeline import SyncRunner, lock_for_indexing
 from ingestion.services import documents_delete, job_cancel, source_add, source_delete, source_sync, store_upload
 from ingestion.tasks import run_ingestion_job
 from kbportal.claiming import JobStatus
-from knowledge.models import Document
+from knowledge.models import Document, Source
 from knowledge.storage import get_object_store
 from search.client import get_client
 from search.indexer import delete_source_chunks
@@ -170,3 +170,35 @@ def test_search_server_outage_retries_with_backoff_then_succeeds(kb, settings):
     IngestionJob.objects.filter(pk=job.pk).update(not_before=None)
     finished = run(job)
     assert (finished.status, finished.attempts, finished.done) == (JobStatus.SUCCEEDED, 2, 1)
+
+
+def test_indexing_locks_of_two_sources_of_one_knowledge_base_do_not_wait_for_each_other(kb):
+    """Each batch holds its source and documents locked while it writes; syncs of other sources of
+    the same knowledge base must not queue behind it (their locks share no row)."""
+    sources = [
+        Source.objects.create(kb=kb, kind="text", name=f"s{n}", config={"text": "x"}) for n in range(2)
+    ]
+    documents = [Document.objects.create(source=source, key=f"k{n}") for n, source in enumerate(sources)]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_first_batch():
+        try:
+            with transaction.atomic():
+                lock_for_indexing(source_id=sources[0].pk, document_ids=[documents[0].pk])
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_first_batch)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")  # waiting on the other batch's lock errors out
+            locked = lock_for_indexing(source_id=sources[1].pk, document_ids=[documents[1].pk])
+        assert locked == {documents[1].pk}
+    finally:
+        release.set()
+        holder.join()
