@@ -107,7 +107,7 @@ def test_worker_survives_bad_input_and_indexes_the_rest(kb):
         store_upload(data=b"unique marker good1x a fine document", filename="good.txt", content_type="text/plain"),
     ]
     _, job = upload_add(kb=kb, files=files)
-    worker = start_worker("high")
+    worker = start_worker()  # every ingestion queue: an upload holding a PDF goes to `ocr`
     try:
         wait_until(lambda: IngestionJob.objects.get(pk=job.pk).is_finished, timeout=120, message="the job to finish")
         assert worker.poll() is None, "the worker must stay up"
