@@ -6,7 +6,8 @@ pair; the other end, `kbv-<name>`, is plugged into the bridge. A host starts its
 `ip netns exec`, each in a process group of its own, logging to `<logs>/<host>-<label>.log`, and
 keeps them, so that a test can pull its cable (`cut()`: its bridge port goes down), crash it
 (`kill()`: SIGKILL to every group it runs), drop its traffic to one address and port (`block()`: an
-iptables rule in its namespace), and bring it back.
+iptables rule in its namespace), and bring it back. On a host given a cgroup (`Host.cgroup`, a cgroup v1
+directory: bench/scaling.py's CPU quotas) a shell joins it and execs each command (same pid, children in it).
 
 `KbCluster` lays KB Portal out on such hosts, one process per role, as a small production site:
 
@@ -95,9 +96,11 @@ class Host:
         self.veth = f"kbv-{name}"  # the bridge's end of the cable
         self.logs = logs
         self.processes: dict[str, subprocess.Popen] = {}
+        self.cgroup: Path | None = None
 
     def command(self, *args: str) -> list[str]:
-        return ["ip", "netns", "exec", self.namespace, *args]
+        join = ("sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.cgroup / "cgroup.procs")) if self.cgroup else ()
+        return [*join, "ip", "netns", "exec", self.namespace, *args]  # (`ip netns exec` mounts its own /sys)
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
         """Run a command on this host to its end; its output, or an error carrying it."""
@@ -128,10 +131,8 @@ class Host:
         if process is None:
             return
         self._signal(process, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
         self._signal(process, signal.SIGKILL)  # and whatever it forked
         process.wait()
 
@@ -223,9 +224,10 @@ class KbCluster:
     WORKERS = ("worker1", "worker2", "worker3")
 
     def __init__(self, *, env: dict[str, str] | None = None, worker_env: dict[str, str] | None = None,
-                 es_heap: str = "384m", keep_logs: Path | None = None):
+                 es_heap: str = "384m", keep_logs: Path | None = None, cgroups: dict[str, Path] | None = None):
         """`env`: settings of the web, worker and command processes on top of the cluster's own;
-        `worker_env`: more for the workers only. `keep_logs`: where `stop()` copies the logs."""
+        `worker_env`: more for the workers only. `keep_logs`: where `stop()` copies the logs.
+        `cgroups`: host name -> the cgroup its processes run in (`Host.cgroup`)."""
         self.es_home = Path(os.environ.get("KB_ES_HOME", ""))
         if not (self.es_home / "bin" / "elasticsearch").exists():
             raise RuntimeError(f"KB_ES_HOME={str(self.es_home)!r} is no Elasticsearch distribution")
@@ -235,6 +237,7 @@ class KbCluster:
         self.extra_env = env or {}
         self.worker_env = worker_env or {}
         self.keep_logs = keep_logs
+        self.cgroups = cgroups or {}
         # Not pytest's tmp_path: its base directory is mode 700, closed to the postgres and kbsearch users.
         self.dir = Path(tempfile.gettempdir()) / f"kb-cluster-{secrets.token_hex(4)}"
         self.dir.mkdir(mode=0o755)
@@ -294,7 +297,7 @@ class KbCluster:
         for name, number in [("data", 2), ("proxy", 5), *[(n, 11 + i) for i, n in enumerate(self.ES_NODES)],
                              *[(n, 21 + i) for i, n in enumerate(self.WEBS)],
                              *[(n, 31 + i) for i, n in enumerate(self.WORKERS)]]:
-            self.network.add(name, number)
+            self.network.add(name, number).cgroup = self.cgroups.get(name)
         for name in self.ES_NODES:  # the slowest to start: first
             self.start_elasticsearch(name)
         self.start_postgres()
