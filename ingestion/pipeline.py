@@ -213,23 +213,8 @@ class SyncRunner(IngestionJobRunner):
         document.metadata = {**document.metadata, **item.metadata, "problems": list(extracted.problems)}
         if not extracted.problems:
             del document.metadata["problems"]
-        now = timezone.now().isoformat()
-        bodies = [
-            {
-                "kb": str(source.kb_id),
-                "source": str(source.pk),
-                "tags": item.metadata.get("tags", []),
-                "title": title,
-                "url": item.key,
-                "content": chunk.text,
-                "position": chunk.position,
-                "section": chunk.heading,
-                "location": chunk.location,
-                "created": now,
-            }
-            for chunk in chunks
-        ]
-        return PreparedDocument(document, previous_chunk_count, bodies)
+        pieces = [(chunk.text, chunk.position, chunk.heading, chunk.location) for chunk in chunks]
+        return PreparedDocument(document, previous_chunk_count, chunk_bodies(source, item, title, pieces))
 
     def prepared_from_twin(self, source, item, document, twin, *, object_key: str, sha: str) -> PreparedDocument:
         """The same bytes, already read in this knowledge base: its chunks again, without OCR."""
@@ -238,14 +223,11 @@ class SyncRunner(IngestionJobRunner):
         document.title, document.sha256, document.object_key = twin_document.title, sha, object_key
         document.size, document.content_type = len(item.data), twin_document.content_type
         document.metadata = {**document.metadata, **item.metadata, "read_as": twin_document.pk}
-        now = timezone.now().isoformat()
-        bodies = [
-            {"kb": str(source.kb_id), "source": str(source.pk), "tags": item.metadata.get("tags", []),
-             "title": twin_document.title, "url": item.key, "content": chunk["content"], "position": chunk["position"],
-             "section": chunk.get("section", ""), "location": chunk.get("location") or {}, "created": now}
+        pieces = [
+            (chunk["content"], chunk["position"], chunk.get("section", ""), chunk.get("location") or {})
             for chunk in chunks
         ]
-        return PreparedDocument(document, previous_chunk_count, bodies)
+        return PreparedDocument(document, previous_chunk_count, chunk_bodies(source, item, twin_document.title, pieces))
 
     def ocr_progress(self, key: str):
         """Per OCR'd page of the document `key`: its page count in the job's state, published live."""
@@ -336,6 +318,27 @@ class SyncRunner(IngestionJobRunner):
             self.wait_for_indexing()
         except Exception:
             logger.warning("job %s: the last batch failed to index", self.job.pk, exc_info=True)
+
+
+def chunk_bodies(source: Source, item: RawItem, title: str, pieces: list[tuple[str, int, str, dict]]) -> list[dict]:
+    """The index bodies of a document's chunks, each piece (content, position, section, location);
+    the batch adds each body's document id and embedding."""
+    now = timezone.now().isoformat()
+    return [
+        {
+            "kb": str(source.kb_id),
+            "source": str(source.pk),
+            "tags": item.metadata.get("tags", []),
+            "title": title,
+            "url": item.key,
+            "content": content,
+            "position": position,
+            "section": section,
+            "location": location,
+            "created": now,
+        }
+        for content, position, section, location in pieces
+    ]
 
 
 def read_twin(*, kb, sha: str, document: Document) -> tuple[Document, list[dict]] | None:
