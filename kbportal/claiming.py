@@ -184,16 +184,17 @@ def rq_queue(name: str) -> Queue:
     return django_rq.get_queue(name, connection=client)
 
 
-def enqueue(job: ClaimableJob, *, new: bool = False) -> bool:
+def enqueue(job: ClaimableJob, *, new: bool = False, at_front: bool = False) -> bool:
     """Put the job's doorbell on its rq queue unless one is already waiting or running.
 
     Returns True when an rq job was enqueued. A job that is due later goes to rq's scheduler.
     `new`: the row was just created, so it has no doorbell to look for (one round trip less on
     the accept path; a stray second doorbell would be harmless anyway, the claim runs a job once).
+    `at_front`: ahead of the jobs already waiting, for a job that waited or ran before them.
     """
-    queue = rq_queue(job.queue_name)
-    if not new and _has_doorbell(job, queue):
+    if not new and rq_job_waiting(job):
         return False
+    queue = rq_queue(job.queue_name)
     options: dict[str, Any] = {
         "job_id": job.rq_job_id,
         "job_timeout": settings.RQ_QUEUES[job.queue_name]["DEFAULT_TIMEOUT"],
@@ -210,7 +211,7 @@ def enqueue(job: ClaimableJob, *, new: bool = False) -> bool:
             due = job.not_before.replace(microsecond=0) + timedelta(seconds=1)
             queue.enqueue_at(due, job.rq_function, job.pk, pipeline=pipeline, **options)
         else:
-            queue.enqueue(job.rq_function, job.pk, pipeline=pipeline, **options)
+            queue.enqueue(job.rq_function, job.pk, pipeline=pipeline, at_front=at_front, **options)
         pipeline.execute()
     return True
 
@@ -222,16 +223,6 @@ def enqueue_on_commit(job: ClaimableJob) -> None:
     once Redis is back, so the caller (an upload answering 202) is not failed for it.
     """
     transaction.on_commit(lambda: enqueue(job, new=True), robust=True)
-
-
-def _has_doorbell(job: ClaimableJob, queue: Queue) -> bool:
-    try:
-        existing = RqJob.fetch(job.rq_job_id, connection=queue.connection)
-    except NoSuchJobError:
-        return False
-    return existing.get_status(refresh=False) in (
-        RqStatus.QUEUED, RqStatus.STARTED, RqStatus.SCHEDULED, RqStatus.DEFERRED
-    )
 
 
 def claimable_filter(now) -> Q:
@@ -309,11 +300,12 @@ def schedule_retry(job: ClaimableJob, error: str) -> str:
 
 
 def release(job: ClaimableJob) -> None:
-    """Give the job back at once (graceful shutdown): queued again, no wait for the lease."""
+    """Give the job back at once (graceful shutdown): queued again, first in its queue, no wait
+    for the lease."""
     held = type(job).objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=job.lease_owner)
     if held.update(status=JobStatus.QUEUED, lease_owner="", lease_expires_at=None):
         job.not_before = None
-        enqueue(job)
+        enqueue(job, at_front=True)
 
 
 def request_cancel(model: type[ClaimableJob], pk: int) -> ClaimableJob:
@@ -334,26 +326,38 @@ def request_cancel(model: type[ClaimableJob], pk: int) -> ClaimableJob:
 
 
 def rq_job_waiting(job: ClaimableJob) -> bool:
+    """Whether the job's doorbell will still ring: waiting in its queue, scheduled or running.
+
+    A doorbell whose status still says queued but that is in no queue was popped by a worker that
+    never started it: the worker died, or lost its connection, with the reply in flight. Nothing
+    will ever run it, so it does not count.
+    """
     queue = rq_queue(job.queue_name)
     try:
-        status = RqJob.fetch(job.rq_job_id, connection=queue.connection).get_status(refresh=False)
+        existing = RqJob.fetch(job.rq_job_id, connection=queue.connection)
     except NoSuchJobError:
         return False
-    return status in (RqStatus.QUEUED, RqStatus.SCHEDULED, RqStatus.DEFERRED, RqStatus.STARTED)
+    status = existing.get_status(refresh=False)
+    if status == RqStatus.QUEUED:
+        return queue.connection.lpos(queue.key, existing.id) is not None
+    return status in (RqStatus.STARTED, RqStatus.SCHEDULED, RqStatus.DEFERRED)
 
 
 def sweep(model: type[ClaimableJob]) -> dict[str, int]:
-    """Re-enqueue what Redis forgot (queued jobs without an rq job) and what a dead worker held."""
+    """Re-enqueue queued jobs whose doorbell will not ring (Redis forgot it, or a dying worker
+    popped it) and jobs a dead worker held (their lease ran out).
+
+    Both go to the front of their queues, oldest first: they were accepted before anything that
+    waits there now, and a job handed over from a dead worker does not wait behind the backlog
+    that built up during its lease. (Pushed to the front newest first, they end up oldest first.)
+    """
     now = timezone.now()
     counts = {"requeued": 0, "expired": 0}
-    for job in model.objects.filter(status=JobStatus.QUEUED):
-        if not rq_job_waiting(job):
-            enqueue(job)
-            counts["requeued"] += 1
-    for job in model.objects.filter(status=JobStatus.RUNNING, lease_expires_at__lt=now):
-        # The dead worker's delivery had the previous attempt's id, so this one is new.
-        if enqueue(job):
-            counts["expired"] += 1
+    stale = Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING, lease_expires_at__lt=now)
+    for job in model.objects.filter(stale).order_by("-pk"):
+        # A dead worker's delivery had the previous attempt's id, so an expired job's is new.
+        if enqueue(job, at_front=True):
+            counts["expired" if job.status == JobStatus.RUNNING else "requeued"] += 1
     return counts
 
 

@@ -3,11 +3,13 @@
 import collections
 import os
 import signal
+from datetime import timedelta
 
 import django_rq
 import pytest
 import redis
 from django.conf import settings
+from django.utils import timezone
 
 from bench.processes import wait_until
 from ingestion.models import IngestionJob
@@ -88,13 +90,41 @@ def test_killed_worker_job_is_finished_by_another_after_lease_expiry(kb):
     assert indexed_chunks(document.pk) == document.chunk_count
 
 
+def test_a_job_handed_over_by_the_sweeper_goes_ahead_of_the_backlog(kb):
+    (held,) = add_text_sources(kb, 1)
+    # A worker claimed it and vanished; its lease ran out while three more jobs were queued.
+    IngestionJob.objects.filter(pk=held.pk).update(
+        status=JobStatus.RUNNING, attempts=1, lease_owner="gone", lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    backlog = add_text_sources(kb, 3)
+    assert sweep_jobs() == {"requeued": 0, "expired": 1}
+    held.refresh_from_db()
+    waiting = django_rq.get_queue("high").job_ids
+    assert waiting[0] == held.rq_job_id
+    assert waiting[-3:] == [job.rq_job_id for job in backlog]
+
+
 def test_sweeper_restores_queued_jobs_after_redis_lost_its_data(kb):
     jobs = add_text_sources(kb, 5)
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
     assert django_rq.get_queue("high").count == 0
     assert sweep_jobs()["requeued"] == 5
+    assert django_rq.get_queue("high").job_ids == [job.rq_job_id for job in jobs]  # in the order they came
     start_worker("high", burst=True).wait(timeout=120)
     assert statuses(jobs) == {JobStatus.SUCCEEDED: 5}
+
+
+def test_sweeper_rings_again_for_a_doorbell_a_dying_worker_popped(kb):
+    (job,) = add_text_sources(kb, 1)
+    queue = django_rq.get_queue("high")
+    # What a worker's blocking pop does; the worker then dies with the reply unread. The rq job
+    # still says queued, but it is in no queue and nothing will ever run it.
+    assert queue.connection.lpop(queue.key).decode() == job.rq_job_id
+    assert queue.fetch_job(job.rq_job_id).get_status() == "queued"
+    assert sweep_jobs() == {"requeued": 1, "expired": 0}
+    assert sweep_jobs() == {"requeued": 0, "expired": 0}  # now it waits in the queue
+    start_worker("high", burst=True).wait(timeout=120)
+    assert statuses([job]) == {JobStatus.SUCCEEDED: 1}
 
 
 def test_worker_survives_bad_input_and_indexes_the_rest(kb):
