@@ -1,5 +1,7 @@
-"""rq entry points. Each body is gated on its PostgreSQL row (see kbportal.claiming)."""
+"""rq entry points, each body gated on its PostgreSQL row (see kbportal.claiming), and the job sweep
+the scheduler runs."""
 
+import logging
 from datetime import timedelta
 
 from django.utils import timezone
@@ -11,6 +13,8 @@ from ingestion.services import ACTIVE_STATUSES, source_sync
 from kbportal.claiming import Priority, sweep
 from knowledge.models import Source, SourceKind
 from search.asking.tasks import sweep_answers
+
+logger = logging.getLogger(__name__)
 
 RUNNERS = {
     runner.kind: runner for runner in (SyncRunner, DeleteDocumentsRunner, DeleteSourceRunner, DeleteKnowledgeBaseRunner)
@@ -27,13 +31,16 @@ def run_ingestion_job(job_id: int) -> str | None:
 
 
 def sweep_jobs() -> dict:
-    """Re-enqueue jobs Redis forgot and jobs whose worker died (run by the cron scheduler).
+    """Re-enqueue jobs Redis forgot and jobs whose worker died (the scheduler runs it every
+    KB_SWEEP_INTERVAL seconds, in its own process).
 
     Covers ingestion jobs and answer tasks; the counts are summed over both.
     """
     counts = sweep(IngestionJob)
     for name, count in sweep_answers().items():
         counts[name] = counts.get(name, 0) + count
+    if any(counts.values()):
+        logger.info("sweep: requeued %(requeued)d queued job(s), handed on %(expired)d expired lease(s)", counts)
     return counts
 
 

@@ -16,13 +16,17 @@ Redis outages: rq ends its work loop on a Redis error met anywhere but in its wa
 `Worker.work` waits for Redis and starts the loop again, as a supervisor would restart it.
 
 `CronScheduler` is the scheduler `manage.py scheduler` runs: rq's cron scheduler, which would
-exit on the first Redis error, made to wait for Redis and go on (see its docstring).
+exit on the first Redis error, made to wait for Redis and go on (see its docstring). `Every` runs
+a function beside it, in the scheduler's own process, for periodic work that must not wait in a
+queue for a free worker.
 """
 
 import gc
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 
 from django.conf import settings
@@ -148,3 +152,32 @@ class CronScheduler(DjangoCronScheduler):
                 time.sleep(self.retry_seconds)
             except StopRequested:  # rq's signal handler, still installed
                 return
+
+
+class Every(threading.Thread):
+    """Calls `function` at once and then every `seconds`, on a daemon thread of its own.
+
+    For the scheduler's own periodic work: the job sweeper hands on the jobs of dead workers and
+    rings again for lost ones, so it must not itself wait in a queue behind those jobs' backlog
+    for a worker to take it. A failure (Redis or the database down) is logged and the next call
+    comes on time; each call ends by dropping a database connection that broke meanwhile.
+    """
+
+    def __init__(self, function: Callable[[], object], *, seconds: float, name: str):
+        super().__init__(name=name, daemon=True)
+        self.function = function
+        self.seconds = seconds
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.function()
+            except Exception:
+                logger.exception("%s failed; trying again in %ss", self.name, self.seconds)
+            finally:
+                close_old_connections()
+            self.stopped.wait(self.seconds)
+
+    def stop(self) -> None:
+        self.stopped.set()

@@ -3,6 +3,8 @@
 import collections
 import os
 import signal
+import subprocess
+import sys
 from datetime import timedelta
 
 import django_rq
@@ -17,7 +19,7 @@ from ingestion.services import source_add
 from ingestion.tasks import sweep_jobs
 from kbportal.claiming import JobStatus
 from search.client import get_client
-from tests.support import embedded_texts, start_worker, stop_worker
+from tests.support import embedded_texts, start_worker, stop_worker, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -125,6 +127,23 @@ def test_sweeper_rings_again_for_a_doorbell_a_dying_worker_popped(kb):
     assert sweep_jobs() == {"requeued": 0, "expired": 0}  # now it waits in the queue
     start_worker("high", burst=True).wait(timeout=120)
     assert statuses([job]) == {JobStatus.SUCCEEDED: 1}
+
+
+def test_the_scheduler_sweeps_in_its_own_process_while_no_worker_is_free(kb):
+    jobs = add_text_sources(kb, 3)
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    scheduler = subprocess.Popen(
+        [sys.executable, "manage.py", "scheduler", "ingestion/cron.py"], cwd=settings.BASE_DIR,
+        env=worker_env(KB_SWEEP_INTERVAL="1", KB_PRELOAD=""), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        # No worker runs, so only a sweep made by the scheduler itself can ring for the lost jobs.
+        wait_until(lambda: django_rq.get_queue("high").job_ids[:3] == [job.rq_job_id for job in jobs], timeout=30,
+                   message="the scheduler's sweeper to enqueue the jobs Redis lost")
+    finally:
+        stop_worker(scheduler)
+    start_worker("high", burst=True).wait(timeout=120)
+    assert statuses(jobs) == {JobStatus.SUCCEEDED: 3}
 
 
 def test_worker_survives_bad_input_and_indexes_the_rest(kb):

@@ -260,19 +260,19 @@ def test_scheduler_rides_out_a_redis_outage_and_enqueues_again_when_it_returns()
     redis_server.start()
     scheduler = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "scheduler", "ingestion/cron.py"], cwd=ROOT,
-        env=worker_env(KB_REDIS_URL=redis_server.url, KB_SWEEP_INTERVAL="1", KB_PRELOAD=""),
+        env=worker_env(KB_REDIS_URL=redis_server.url, KB_ANSWER_PURGE_INTERVAL="1", KB_PRELOAD=""),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        def sweeps_queued() -> int:
-            return redis.Redis.from_url(redis_server.url).llen("rq:queue:high")
+        def purges_queued() -> int:
+            return redis.Redis.from_url(redis_server.url).llen("rq:queue:low")
 
-        wait_until(sweeps_queued, timeout=30, message="the first sweep to be enqueued")
+        wait_until(purges_queued, timeout=30, message="the first answer purge to be enqueued")
         redis_server.stop()
-        time.sleep(3)  # sweeps fall due while Redis is down
+        time.sleep(3)  # purges fall due while Redis is down
         assert scheduler.poll() is None
         redis_server.start()  # empty
-        wait_until(sweeps_queued, timeout=30, message="a sweep to be enqueued after the outage")
+        wait_until(purges_queued, timeout=30, message="a purge to be enqueued after the outage")
         assert scheduler.poll() is None
     finally:
         scheduler.terminate()
